@@ -1,0 +1,53 @@
+# tfnas: training-free NAS for RNN and transformer language models.
+# `make quickstart` installs and runs a quick sweep on real data; `make test` runs the tests.
+
+VENV    ?= .venv
+PY      ?= $(VENV)/bin/python
+PIP     ?= $(PY) -m pip
+DATA    ?= $(or $(TFNAS_DATA_DIR),../shared/data)
+RESULTS ?= results
+N       ?= 20
+
+.PHONY: help install quickstart test test-fast score score-full score-bert train analyze tensorboard clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: a CPU wheel where one is at hand; the range in pyproject.toml stops below 2.14
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test,launchers]'
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install tfnas with test and launcher extras
+
+quickstart: install  ## install, score the first N (20) NAS-Bench-NLP architectures on real data, analyze them
+	$(PY) score.py -m 'arch=range(0,$(N))' paths.data_dir=$(DATA) paths.results_dir=$(RESULTS)
+	$(PY) analyze.py results_dir=$(RESULTS) out_dir=$(RESULTS)/analysis paths.data_dir=$(DATA)
+
+test: install  ## run the test suite on the real data in $(DATA)
+	TFNAS_DATA_DIR=$(DATA) $(PY) -m pytest -q
+
+score: install  ## quick sweep: the first N architectures
+	$(PY) score.py -m 'arch=range(0,$(N))' paths.data_dir=$(DATA) paths.results_dir=$(RESULTS)
+
+score-full: install  ## every architecture of the benchmark, 100 per job
+	$(PY) score.py -m 'shard=range(0,4)' shard_size=100 paths.data_dir=$(DATA) paths.results_dir=$(RESULTS)
+
+score-bert: install  ## every NAS-Bench-BERT architecture, reduced CPU batch
+	$(PY) score.py -m space=nasbench_bert data=text_cpu 'shard=range(0,5)' shard_size=100 paths.data_dir=$(DATA) paths.results_dir=$(RESULTS)
+
+train: install  ## train the LSTM recipe's LM on PTB with the quick config
+	$(PY) train.py experiment=quick paths.data_dir=$(DATA) paths.results_dir=$(RESULTS)
+
+analyze: install  ## correlations, figures and search views of everything in $(RESULTS)
+	$(PY) analyze.py results_dir=$(RESULTS) out_dir=$(RESULTS)/analysis paths.data_dir=$(DATA)
+
+tensorboard: install  ## serve TensorBoard over the results
+	$(VENV)/bin/tensorboard --logdir $(RESULTS)
+
+clean:  ## remove results, logs and caches (keeps .venv)
+	rm -rf $(RESULTS) logs outputs multirun .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

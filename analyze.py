@@ -1,0 +1,21 @@
+"""Analyse result records: correlations, figures, search and search-space views.
+
+    python analyze.py results_dir=results out_dir=analysis_out
+    python analyze.py 'results_dir=[results/a,results/b]' select.metric=hidden_covariance_l1
+
+All the work is in :func:`tfnas.tasks.analyze.analyze`; see ``conf/analyze.yaml``.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from tfnas.tasks.analyze import analyze
+
+
+@hydra.main(config_path="conf", config_name="analyze", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    analyze(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,357 @@
+"""Read every result record of one or more sweeps and merge them per architecture.
+
+Records (:mod:`tfnas.results`) are JSON files ``arch_*.json`` anywhere below a
+results folder. A sweep may be partial or have crashed: whatever records are
+there are read; files named like records that are not records are skipped
+with a warning and counted.
+
+Merging. Records are grouped by ``(space, arch, seed, batch_index)`` — the
+*setting* of a record is its construction ``seed`` and its scoring minibatch
+``settings["batch_index"]`` (0 when absent). Within a group (for instance the
+score record and the train record of one architecture, or the same
+architecture found in two results folders):
+
+- scores: the first finite value of each metric wins, score records before
+  train records, then in path order; two different finite values of the same
+  metric are counted as a *conflict* (usually two sweeps with different
+  scoring options: select one with ``where``);
+- truth: keys are merged with **train records taking precedence** over score
+  records (a train record's ground truth is the result of training the
+  architecture; a score record only copies the benchmark's);
+- status: ``ok`` when any record of the group is ``ok``.
+
+Groups with different settings are not duplicates: they are the repeats of
+the ablation view (:mod:`tfnas.analysis.ablation`); the main analysis uses one
+setting (:func:`choose_setting`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from tfnas import results
+
+log = logging.getLogger(__name__)
+
+#: The setting the paper's tables use: model seed 0, first test minibatch.
+DEFAULT_SETTING = (0, 0)
+
+
+@dataclass
+class Entry:
+    """All records of one architecture under one setting, merged.
+
+    Attributes:
+        space: search-space name.
+        arch: index of the architecture in its space.
+        benchmark_id: the benchmark's own id (first one found), or None.
+        seed: model construction seed.
+        batch_index: index of the scoring minibatch.
+        status: ``"ok"`` if any record is ok, else ``"error"``.
+        error: error text of the failed records (joined), or None.
+        scores: metric -> value from the ok records (NaN kept).
+        reasons: metric -> why the value is NaN or non-finite.
+        truth: ground truth, train records taking precedence.
+        sources: ``source`` field of each merged record.
+        paths: the record files merged.
+    """
+
+    space: str
+    arch: int
+    benchmark_id: str | None
+    seed: int
+    batch_index: int
+    status: str = "ok"
+    error: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    truth: dict[str, Any] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+
+    @property
+    def setting(self) -> tuple[int, int]:
+        """``(seed, batch_index)``."""
+        return (self.seed, self.batch_index)
+
+
+@dataclass
+class RecordSet:
+    """The merged records of one or more results folders.
+
+    Attributes:
+        entries: one :class:`Entry` per (space, arch, seed, batch_index).
+        n_files: record files found (``arch_*.json``).
+        n_records: files that were valid records and passed ``where``.
+        skipped: ``(path, why)`` for each file that is not a record.
+        filtered_out: records left out by the ``where`` filter.
+        conflicts: one line per metric whose merged records disagree.
+        dirs: the results folders read.
+    """
+
+    entries: list[Entry]
+    n_files: int
+    n_records: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    filtered_out: int = 0
+    conflicts: list[str] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+
+    def spaces(self) -> list[str]:
+        """Search spaces present, in order of first appearance."""
+        return list(dict.fromkeys(e.space for e in self.entries))
+
+    def of_space(self, space: str) -> list[Entry]:
+        """Entries of one search space."""
+        return [e for e in self.entries if e.space == space]
+
+
+def _get_path(d: dict[str, Any], dotted: str) -> Any:
+    cur: Any = d
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return _MISSING
+        cur = cur[part]
+    return cur
+
+
+_MISSING = object()
+
+
+def _matches(rec: dict[str, Any], where: dict[str, Any]) -> bool:
+    # Keys are looked up in the record's settings first, then in the record
+    # itself (so ``where: {source: score}`` works too); dotted keys descend.
+    for key, want in where.items():
+        got = _get_path(rec.get("settings") or {}, key)
+        if got is _MISSING:
+            got = _get_path(rec, key)
+        if got is _MISSING or got != want:
+            return False
+    return True
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _as_float(x: Any) -> float:
+    if x is None:
+        return math.nan
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _read_one(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        rec = results.load(path)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        return None, str(exc)
+    if not isinstance(rec.get("scores", {}), dict) or not isinstance(rec.get("truth", {}), dict):
+        return None, f"{path}: 'scores' and 'truth' must be objects"
+    try:
+        int(rec["arch"])
+    except (TypeError, ValueError):
+        return None, f"{path}: arch {rec['arch']!r} is not an integer"
+    return rec, None
+
+
+def load_records(
+    results_dirs: str | os.PathLike | Sequence[str | os.PathLike],
+    where: dict[str, Any] | None = None,
+) -> RecordSet:
+    """Read and merge every record below one or more results folders.
+
+    Args:
+        results_dirs: a folder or a list of folders; records are found at any
+            depth (``arch_*.json``).
+        where: optional filter ``{settings key: value}``; dotted keys descend
+            into nested settings, keys missing from ``settings`` are looked up
+            in the record itself (e.g. ``{"paper_compat": True}``).
+
+    Returns:
+        The merged :class:`RecordSet`.
+
+    Raises:
+        FileNotFoundError: a results folder does not exist (names it).
+        ValueError: no record at all was found, or none passed ``where``.
+    """
+    if isinstance(results_dirs, (str, os.PathLike)):
+        results_dirs = [results_dirs]
+    dirs = [Path(d) for d in results_dirs]
+    if not dirs:
+        raise ValueError("results_dir is empty: give at least one results folder")
+    for d in dirs:
+        if not d.is_dir():
+            raise FileNotFoundError(f"results folder {d} does not exist")
+    where = dict(where or {})
+
+    paths: list[Path] = []
+    for d in dirs:
+        paths.extend(results.iter_record_files(d))
+    skipped: list[tuple[str, str]] = []
+    groups: dict[tuple[str, int, int, int], list[tuple[dict[str, Any], str]]] = {}
+    n_records = filtered = 0
+    for path in paths:
+        rec, why = _read_one(path)
+        if rec is None:
+            skipped.append((str(path), why or "unreadable"))
+            log.warning("skipping %s", why)
+            continue
+        if where and not _matches(rec, where):
+            filtered += 1
+            continue
+        n_records += 1
+        settings = rec.get("settings") or {}
+        seed = int(rec.get("seed", settings.get("seed", 0)) or 0)
+        batch_index = int(settings.get("batch_index", 0) or 0)
+        key = (str(rec["space"]), int(rec["arch"]), seed, batch_index)
+        groups.setdefault(key, []).append((rec, str(path)))
+
+    if not paths:
+        raise ValueError(f"no result records (arch_*.json) below {', '.join(map(str, dirs))}")
+    if n_records == 0:
+        if filtered:
+            raise ValueError(f"none of the {filtered} records matches where={where}")
+        raise ValueError(
+            f"none of the {len(paths)} arch_*.json files below {', '.join(map(str, dirs))} is a tfnas record"
+        )
+
+    conflicts: list[str] = []
+    entries = [_merge(key, recs, conflicts) for key, recs in groups.items()]
+    entries.sort(key=lambda e: (e.space, e.seed, e.batch_index, e.arch))
+    if skipped:
+        log.warning("skipped %d file(s) that are not tfnas records", len(skipped))
+    return RecordSet(entries, len(paths), n_records, skipped, filtered, conflicts, [str(d) for d in dirs])
+
+
+def _merge(key: tuple[str, int, int, int], recs: list[tuple[dict[str, Any], str]], conflicts: list[str]) -> Entry:
+    space, arch, seed, batch_index = key
+    # Score records first, then train records (whose truth overrides), path order within.
+    recs = sorted(recs, key=lambda rp: (rp[0].get("source") == "train", rp[1]))
+    entry = Entry(space, arch, None, seed, batch_index)
+    errors: list[str] = []
+    any_ok = False
+    for rec, path in recs:
+        entry.paths.append(path)
+        entry.sources.append(str(rec.get("source", "score")))
+        if entry.benchmark_id is None and rec.get("benchmark_id") is not None:
+            entry.benchmark_id = str(rec["benchmark_id"])
+        entry.truth.update(rec.get("truth") or {})
+        if rec.get("status", "ok") != "ok":
+            errors.append(str(rec.get("error") or rec.get("status")))
+            continue
+        any_ok = True
+        reasons = rec.get("reasons") or {}
+        for name, value in (rec.get("scores") or {}).items():
+            v = _as_float(value)
+            old = entry.scores.get(name)
+            if old is None or (not math.isfinite(old) and math.isfinite(v)):
+                entry.scores[name] = v
+                if name in reasons:
+                    entry.reasons[name] = str(reasons[name])
+                elif math.isfinite(v):
+                    entry.reasons.pop(name, None)
+            elif math.isfinite(old) and math.isfinite(v) and not math.isclose(old, v, rel_tol=1e-9, abs_tol=0.0):
+                conflicts.append(
+                    f"{space} arch {arch} (seed {seed}, batch {batch_index}) {name}: kept {old!r}, "
+                    f"ignored {v!r} from {path}"
+                )
+    entry.status = "ok" if any_ok else "error"
+    entry.error = "; ".join(errors) if errors else None
+    return entry
+
+
+def settings_counts(entries: Iterable[Entry]) -> Counter:
+    """How many architectures each ``(seed, batch_index)`` setting has."""
+    return Counter(e.setting for e in entries)
+
+
+def choose_setting(
+    entries: Sequence[Entry], seed: int | None = None, batch_index: int | None = None
+) -> tuple[tuple[int, int], str]:
+    """The setting of the main analysis and a sentence saying why.
+
+    Args:
+        entries: entries of one space.
+        seed: force this seed (None: automatic).
+        batch_index: force this minibatch (None: automatic).
+
+    Returns:
+        ``((seed, batch_index), note)``. Automatic choice: the paper's default
+        (seed 0, batch 0) when present, else the setting with the most
+        architectures.
+
+    Raises:
+        ValueError: the forced setting has no records.
+    """
+    counts = settings_counts(entries)
+    if seed is not None or batch_index is not None:
+        cands = [s for s in counts if (seed is None or s[0] == seed) and (batch_index is None or s[1] == batch_index)]
+        if not cands:
+            raise ValueError(
+                f"no records with seed={seed} batch_index={batch_index}; present: {sorted(counts)}"
+            )
+        best = max(cands, key=lambda s: (counts[s], -s[0], -s[1]))
+        return best, f"seed {best[0]}, batch_index {best[1]} (chosen in the config)"
+    if len(counts) == 1:
+        only = next(iter(counts))
+        return only, f"seed {only[0]}, batch_index {only[1]} (the only setting in the records)"
+    if DEFAULT_SETTING in counts:
+        return DEFAULT_SETTING, (
+            f"seed 0, batch_index 0 (the default setting; {len(counts) - 1} other setting(s) "
+            f"feed the ablation view)"
+        )
+    best = max(counts, key=lambda s: (counts[s], -s[0], -s[1]))
+    return best, f"seed {best[0]}, batch_index {best[1]} (the most common setting: {counts[best]} archs)"
+
+
+def metric_names(entries: Iterable[Entry]) -> list[str]:
+    """All score names found, sorted."""
+    return sorted({name for e in entries for name in e.scores})
+
+
+def truth_names(entries: Iterable[Entry]) -> list[str]:
+    """All ground-truth keys found, in order of first appearance."""
+    return list(dict.fromkeys(k for e in entries for k in e.truth))
+
+
+def wide_table(entries: Sequence[Entry]) -> pd.DataFrame:
+    """One row per entry: ``arch, benchmark_id, record_status``, the truth, every metric.
+
+    Non-numeric truth values (``status``) are kept as text, numeric ones as
+    floats (missing: NaN); metrics are floats, NaN where missing or undefined.
+
+    Raises:
+        ValueError: a metric has the same name as a ground-truth key.
+    """
+    metrics = metric_names(entries)
+    truths = truth_names(entries)
+    clash = set(metrics) & (set(truths) | {"arch", "benchmark_id", "record_status"})
+    if clash:
+        raise ValueError(f"metric name(s) {sorted(clash)} clash with ground-truth or id columns")
+    rows = []
+    for e in entries:
+        row: dict[str, Any] = {"arch": e.arch, "benchmark_id": e.benchmark_id, "record_status": e.status}
+        for k in truths:
+            v = e.truth.get(k)
+            row[k] = v if isinstance(v, str) else _as_float(v)
+        for m in metrics:
+            row[m] = e.scores.get(m, math.nan)
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=["arch", "benchmark_id", "record_status", *truths, *metrics])
+    for k in truths:
+        if df[k].map(lambda v: isinstance(v, str)).any():
+            df[k] = df[k].astype(object)
+        else:
+            df[k] = df[k].astype(float)
+    return df

@@ -1,0 +1,68 @@
+"""Lightning callback computing the training-free metrics at initialization."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import lightning.pytorch as pl
+import torch
+
+from tfnas import engine
+
+
+def move_batch(batch: Any, device: torch.device) -> Any:
+    """The scoring batch (tensor, tuple/list or dict of tensors) on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: move_batch(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(move_batch(v, device) for v in batch)
+    return batch
+
+
+class TrainingFreeScores(pl.Callback):
+    """Scores the untrained network once, at the start of fit, before any optimizer step.
+
+    The wrapped network is read from ``pl_module.model``; it is scored in eval
+    mode on the scoring minibatch with autograd enabled (Lightning may run
+    hooks under ``torch.inference_mode``; the engine lifts it), then its mode
+    is restored. Scores go to every logger of the trainer under
+    ``score/<name>`` at step ``log_step``, and are kept in :attr:`result`.
+
+    Args:
+        space: metric space, ``"rnn"`` or ``"bert"``.
+        batch: the scoring minibatch (moved to the module's device).
+        metrics: metric family names (see :func:`tfnas.metrics.available`).
+        seed: seed for passes that draw noise.
+        paper_compat: reproduce the published columns.
+        log_step: the step to log at (the sweep logs the arch index, so one
+            TensorBoard run plots every architecture's score).
+    """
+
+    def __init__(
+        self,
+        space: str,
+        batch: Any,
+        metrics: Iterable[str],
+        seed: int = 0,
+        paper_compat: bool = False,
+        log_step: int = 0,
+    ):
+        super().__init__()
+        self.space, self.batch, self.metrics = space, batch, list(metrics)
+        self.seed, self.paper_compat, self.log_step = seed, paper_compat, log_step
+        self.result: engine.ScoreResult | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if not isinstance(getattr(pl_module, "model", None), torch.nn.Module):
+            raise TypeError("TrainingFreeScores needs a LightningModule with the network as `.model`")
+        engine.get(self.space, self.metrics)  # unknown names fail before any work
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        batch = move_batch(self.batch, pl_module.device)
+        self.result = engine.score(
+            self.space, pl_module.model, batch, self.metrics, seed=self.seed, paper_compat=self.paper_compat
+        )
+        for logger in trainer.loggers:
+            logger.log_metrics({f"score/{k}": v for k, v in self.result.scores.items()}, step=self.log_step)

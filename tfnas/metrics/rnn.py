@@ -1,0 +1,196 @@
+"""The paper's training-free metrics on the NAS-Bench-NLP space.
+
+Definitions: METRICS.md "RNN space" (Serianni & Kalita, ACL 2023, §3 and
+their published per-architecture tables). Each function is a pure function of
+pass outputs (:mod:`tfnas.passes.rnn`). ``ctx.paper_compat`` switches to the
+published columns where the paper's code differs from its text:
+
+- ``jacobian_covariance``: default S(J) of the Jacobian (NASWOT v1); compat
+  S(e) of the embedding output arranged [70, 50·400], as the CSV holds.
+- ``jacobian_large_noise``: default 1 − |S(J) − S(J_10)|; compat the
+  flipped sign |S(J) − S(J_10)| − 1.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tfnas.engine import ScoringContext
+from tfnas.metrics.common import cosine_score, covariance_score, logdet
+from tfnas.metrics.registry import UndefinedScore, register
+from tfnas.models.awd_lm import count_parameters
+from tfnas.passes import rnn as passes
+
+LAYERS = 3  # the benchmark's depth; the family's outputs are named per layer
+
+
+def _by_sample(j: Tensor) -> Tensor:
+    """[seq, batch, d] -> [batch, seq·d]: rows are batch samples (NASWOT v1)."""
+    return j.permute(1, 0, 2).reshape(j.shape[1], -1)
+
+
+@register(
+    "hidden_covariance",
+    "rnn",
+    needs=["forward"],
+    outputs=[f"hidden_covariance_l{i + 1}" for i in range(LAYERS)],
+)
+def hidden_covariance(ctx: ScoringContext) -> dict[str, float]:
+    """Hidden covariance of each layer: S(H_l), the paper's new metric (§3.1).
+
+    H_l = the states h^l_t fed into layer l's cell at t = 0..69, arranged
+    [hidden_l, 50·70] (rows are hidden units); S is the NASWOT v1 covariance
+    score (:func:`~tfnas.metrics.common.covariance_score`). Higher is better.
+
+    Raises:
+        UndefinedScore: every state of a layer stays exactly zero (e.g.
+            recipe 1009374), or some unit never varies.
+    """
+    out = ctx.get("forward")
+    scores = {}
+    for i, h in enumerate(out.states):
+        flat = h.reshape(-1, h.shape[-1]).t()
+        if not torch.any(flat):
+            raise UndefinedScore(f"layer {i + 1} hidden state is exactly zero at every step: correlation undefined")
+        scores[f"hidden_covariance_l{i + 1}"] = covariance_score(flat)
+    return scores
+
+
+@register("activation_distance", "rnn", needs=["forward"])
+def activation_distance(ctx: ScoringContext) -> dict[str, float]:
+    """NASWOT activation distance over every activation-node call of one forward.
+
+    K [50, 50] = Σ over activation outputs a [50, H] (every node, step and
+    layer) of c cᵀ + (1−c)(1−c)ᵀ with c = 1[a > 0]; the score is ld(K) =
+    log|det K| (Mellor et al. 2021; METRICS.md). With N the total number of
+    code columns and r the per-sample count of ones, K = 2 C Cᵀ − r 1ᵀ − 1 rᵀ + N.
+
+    Raises:
+        UndefinedScore: the cell has no activation node, or K is singular.
+    """
+    codes = ctx.get("forward").codes
+    if not codes:
+        raise UndefinedScore("the cell has no activation node")
+    c = torch.cat(codes, dim=1)
+    n = c.shape[1]
+    # 0/1 products sum to integers < 2^24: float32 is exact there, else use float64.
+    cf = c.to(torch.float32 if n < 2**24 else torch.float64)
+    k = 2.0 * (cf @ cf.t()).double()
+    r = c.sum(dim=1, dtype=torch.float64)
+    k = k - r[:, None] - r[None, :] + n
+    return {"activation_distance": logdet(k)}
+
+
+@register("synaptic_saliency", "rnn", needs=["grad"])
+def synaptic_saliency(ctx: ScoringContext) -> dict[str, float]:
+    """Synaptic saliency Σ|W ⊙ ∂W| (Tanaka et al. 2020, SynFlow's saliency) of Σ y.
+
+    Over every linear node's weights for inputs 2…n (the first input's weight
+    is skipped, as the paper did) and the tied embedding matrix, in float64.
+    """
+    out = ctx.get("grad")
+    model = passes._lm(ctx)
+    total = (model.encoder.weight.detach().double() * out.embedding_grad.double()).abs().sum()
+    for layer, grads in zip(model.layers, out.weight_grads):
+        h = layer.hidden_size
+        for name in layer.linear_nodes:
+            for j in range(1, len(layer.recipe.nodes[name].inputs)):
+                src, b = layer.blocks[(name, j)]
+                w = layer.weight(name, j).detach().double()
+                total = total + (w * grads[src][b * h : (b + 1) * h].double()).abs().sum()
+    return {"synaptic_saliency": float(total)}
+
+
+@register("hidden_synaptic_saliency", "rnn", needs=["grad"])
+def hidden_synaptic_saliency(ctx: ScoringContext) -> dict[str, float]:
+    """Σ_l Σ_t Σ |h^l_t ⊙ ∂h^l_t| (the paper's hidden-state saliency).
+
+    ∂h^l_t is the gradient of Σ y with respect to the state as it leaves its
+    cell: only the paths through the next step's ``h_prev_0`` and through the
+    layer's output count (METRICS.md). t = 0 (the zero state) adds nothing.
+    """
+    out = ctx.get("grad")
+    total = 0.0
+    for h, g in zip(out.states, out.state_grads):
+        total += float((h[1:].double() * g.double()).abs().sum())
+    return {"hidden_synaptic_saliency": total}
+
+
+@register("jacobian_covariance", "rnn", needs=["grad"])
+def jacobian_covariance(ctx: ScoringContext) -> dict[str, float]:
+    """Jacobian covariance S(J), J = ∂(Σ y)/∂e arranged [50, 70·400] (NASWOT v1).
+
+    Compat: S(e), e arranged [70, 50·400] (time steps as rows), which is what
+    the paper's CSV column holds; it does not depend on the architecture.
+    """
+    out = ctx.get("grad")
+    if ctx.paper_compat:
+        return {"jacobian_covariance": covariance_score(out.e.reshape(out.e.shape[0], -1))}
+    return {"jacobian_covariance": covariance_score(_by_sample(out.jacobian))}
+
+
+@register("jacobian_cosine", "rnn", needs=["grad"])
+def jacobian_cosine(ctx: ScoringContext) -> dict[str, float]:
+    """Cos(J): the cosine score of the Jacobian's rows (batch samples)."""
+    return {"jacobian_cosine": cosine_score(_by_sample(ctx.get("grad").jacobian))}
+
+
+def _noise_scores(ctx: ScoringContext, keys: tuple[str, ...]) -> tuple[float, float, list[float], list[float]]:
+    """S(J), Cos(J) and S(J_a), Cos(J_a) for the given amplitude keys."""
+    j = _by_sample(ctx.get("grad").jacobian)
+    noisy = ctx.get("noise").noise  # served by the grad pass when it runs anyway
+    js = [_by_sample(noisy[k]) for k in keys]
+    return covariance_score(j), cosine_score(j), [covariance_score(x) for x in js], [cosine_score(x) for x in js]
+
+
+@register(
+    "jacobian_small_noise",
+    "rnn",
+    needs=["grad", "noise"],
+    outputs=["jacobian_small_noise", "jacobian_small_noise_cosine"],
+)
+def jacobian_small_noise(ctx: ScoringContext) -> dict[str, float]:
+    """1 − |S(J) − S(J_0.1)| and 1 − |Cos(J) − Cos(J_0.1)| (noise amplitude 0.1)."""
+    s, c, (s1,), (c1,) = _noise_scores(ctx, ("small",))
+    return {"jacobian_small_noise": 1 - abs(s - s1), "jacobian_small_noise_cosine": 1 - abs(c - c1)}
+
+
+@register(
+    "jacobian_large_noise",
+    "rnn",
+    needs=["grad", "noise"],
+    outputs=["jacobian_large_noise", "jacobian_large_noise_cosine"],
+)
+def jacobian_large_noise(ctx: ScoringContext) -> dict[str, float]:
+    """1 − |S(J) − S(J_10)| and 1 − |Cos(J) − Cos(J_10)| (noise amplitude 10).
+
+    Compat: the covariance variant has the paper's flipped sign, |S(J) − S(J_10)| − 1.
+    """
+    s, c, (s10,), (c10,) = _noise_scores(ctx, ("large",))
+    diff = abs(s - s10)
+    return {
+        "jacobian_large_noise": diff - 1 if ctx.paper_compat else 1 - diff,
+        "jacobian_large_noise_cosine": 1 - abs(c - c10),
+    }
+
+
+@register(
+    "jacobian_more_noise",
+    "rnn",
+    needs=["grad", "noise"],
+    outputs=["jacobian_more_noise", "jacobian_more_noise_cosine"],
+)
+def jacobian_more_noise(ctx: ScoringContext) -> dict[str, float]:
+    """S(J)·S(J_0.1)·S(J_10)·S(J_100) and the same product of cosine scores."""
+    s, c, ss, cs = _noise_scores(ctx, ("small", "large", "very_large"))
+    return {
+        "jacobian_more_noise": s * ss[0] * ss[1] * ss[2],
+        "jacobian_more_noise_cosine": c * cs[0] * cs[1] * cs[2],
+    }
+
+
+@register("num_params", "rnn", needs=[])
+def num_params(ctx: ScoringContext) -> dict[str, float]:
+    """Trainable parameters, the tied weight counted once (the benchmark's ``num_params``)."""
+    return {"num_params": float(count_parameters(ctx.model))}

@@ -1,0 +1,262 @@
+"""The NAS-Bench-NLP recurrent cell: a recipe graph run over time.
+
+Semantics follow SPACES.md §1 (Klyuchnikov et al., 2020, NAS-Bench-NLP): a
+recipe maps node names to ops over ``x`` (the layer input), ``h_prev_k`` (the
+previous hidden tuple) and other nodes; ``h_new_0 … h_new_{T-1}`` form the new
+hidden tuple and ``h_new_0`` is the layer output.
+
+Speed: instead of one matrix product per (linear node, input), the weights
+that read the same *source* (``x``, an ``h_prev_k`` or a node) are stored as
+one stacked matrix, so each source is multiplied once per step however many
+linear nodes read it; the products with ``x`` are hoisted out of the time
+loop into one large matrix product over the whole sequence, with the biases of
+the nodes reading ``x`` folded in. The arithmetic is the same sums in another
+order (float32 rounding differences only). The benchmark's per-matrix
+initialisation draws are reproduced exactly (see :meth:`RecurrentLayer.benchmark_init`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tfnas.spaces.nasbench_nlp import Recipe
+
+_ACTIVATIONS = {
+    "activation_tanh": torch.tanh,
+    "activation_sigm": torch.sigmoid,
+    "activation_leaky_relu": lambda t: F.leaky_relu(t, 0.01),
+}
+
+
+@dataclass
+class CellCapture:
+    """What a forward pass records for the training-free metrics.
+
+    Attributes:
+        activation_codes: when not None, every activation-node output ``a``
+            [rows, hidden] of every cell call is appended as the boolean code
+            ``a > 0`` (NASWOT, Mellor et al. 2021), for ``activation_distance``.
+        code_rows: keep codes of the first ``code_rows`` samples only (the
+            clean part of a batch that also holds noised copies); None = all.
+        leaves: when True, the layer's outputs are kept per step as distinct
+            autograd nodes (``steps``) so that the gradient of a state "as it
+            leaves the cell" can be taken (METRICS.md, hidden synaptic saliency).
+        steps: per layer, the list of those per-step output tensors [batch, hidden].
+        detach_params: run with detached weights and biases, so a backward
+            computes input gradients only (weight gradients, when needed, are
+            rebuilt from ``products`` in one large product).
+        products: when not None, per layer a dict ``source -> [(input, product)]``
+            of every stacked-weight product: for ``x`` one pair of
+            [seq, batch, in] and [seq, batch, n·hidden] tensors (the hoisted
+            product, bias included), for other sources one pair of
+            [batch, size] and [batch, n·hidden] tensors per step.
+    """
+
+    activation_codes: list[Tensor] | None = None
+    code_rows: int | None = None
+    leaves: bool = False
+    steps: list[list[Tensor]] = field(default_factory=list)
+    detach_params: bool = False
+    products: list[dict[str, list[tuple[Tensor, Tensor]]]] | None = None
+
+
+class RecurrentLayer(nn.Module):
+    """One recurrent layer running a NAS-Bench-NLP cell over a sequence.
+
+    Parameters: for every linear node, one bias [hidden] and one weight
+    [hidden, size(in_j)] per input j. Weights are stored stacked by source:
+    ``weight_<source>`` has shape [n_j * hidden, size(source)], block i being
+    the weight of the i-th (node, input) pair that reads that source, in
+    recipe key order. ``bias`` has shape [n_linear, hidden].
+
+    Args:
+        recipe: a validated :class:`~tfnas.spaces.nasbench_nlp.Recipe`.
+        input_size: size of ``x``.
+        hidden_size: size of every node and hidden-tuple element.
+        wdrop: DropConnect probability on every weight whose source is not
+            ``x`` (active in training mode only; no Parameter is re-created).
+    """
+
+    def __init__(self, recipe: Recipe, input_size: int, hidden_size: int, wdrop: float = 0.0):
+        super().__init__()
+        self.recipe = recipe
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.wdrop = wdrop
+        self.num_hidden = recipe.num_hidden
+        self.linear_nodes = [n.name for n in recipe.nodes.values() if n.op == "linear"]
+        self._bias_row = {name: i for i, name in enumerate(self.linear_nodes)}
+        # (node, input position) -> (source, block index within that source's stack)
+        self.blocks: dict[tuple[str, int], tuple[str, int]] = {}
+        self.sources: list[str] = []
+        counts: dict[str, int] = {}
+        for name in self.linear_nodes:
+            for j, src in enumerate(recipe.nodes[name].inputs):
+                if src not in counts:
+                    counts[src] = 0
+                    self.sources.append(src)
+                self.blocks[(name, j)] = (src, counts[src])
+                counts[src] += 1
+        self.weights = nn.ParameterDict(
+            {
+                _key(src): nn.Parameter(torch.empty(counts[src] * hidden_size, self._size(src)))
+                for src in self.sources
+            }
+        )
+        self.bias = nn.Parameter(torch.empty(len(self.linear_nodes), hidden_size))
+        # For each block of the stacked x weight, the node whose bias it carries (once per node).
+        self._x_block_bias: list[str | None] = [None] * counts.get("x", 0)
+        for name in self.linear_nodes:
+            if "x" in recipe.nodes[name].inputs:
+                self._x_block_bias[self.blocks[(name, recipe.nodes[name].inputs.index("x"))][1]] = name
+
+    def _size(self, src: str) -> int:
+        return self.input_size if src == "x" else self.hidden_size
+
+    def weight(self, node: str, j: int) -> Tensor:
+        """The weight [hidden, size(in_j)] of input ``j`` of linear node ``node`` (a view)."""
+        src, b = self.blocks[(node, j)]
+        h = self.hidden_size
+        return self.weights[_key(src)][b * h : (b + 1) * h]
+
+    def node_bias(self, node: str) -> Tensor:
+        """The bias [hidden] of linear node ``node`` (a view)."""
+        return self.bias[self._bias_row[node]]
+
+    @torch.no_grad()
+    def benchmark_init(self) -> None:
+        """Reproduce the benchmark's random draws for this layer, in order.
+
+        METRICS.md "Reproduction facts", step 2: for each linear node in
+        recipe key order, a Kaiming-uniform (a = √5) draw per weight matrix in
+        input order, then a uniform bias draw with bound 1/√fan_in of its
+        first weight; then one uniform(−1/√hidden, 1/√hidden) draw over every
+        cell parameter, node by node, bias first, then weights in input
+        order. The first round only advances the generator (its values are
+        overwritten), but it must be drawn for later values to match.
+        """
+        h = self.hidden_size
+        for name in self.linear_nodes:
+            node = self.recipe.nodes[name]
+            for src in node.inputs:
+                bound = 1.0 / math.sqrt(self._size(src))  # kaiming_uniform(a=√5) bound
+                torch.empty(h, self._size(src)).uniform_(-bound, bound)
+            fan_in = self._size(node.inputs[0])
+            torch.empty(h).uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+        stdv = 1.0 / math.sqrt(h)
+        for name in self.linear_nodes:
+            self.node_bias(name).copy_(torch.empty(h).uniform_(-stdv, stdv))
+            for j in range(len(self.recipe.nodes[name].inputs)):
+                w = self.weight(name, j)
+                w.copy_(torch.empty(w.shape).uniform_(-stdv, stdv))
+
+    def init_hidden(self, batch_size: int, device=None, dtype=None) -> tuple[Tensor, ...]:
+        """The zero hidden tuple: T tensors [batch, hidden]."""
+        z = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+        return tuple(z for _ in range(self.num_hidden))
+
+    def forward(
+        self,
+        inputs: Tensor,
+        hidden: tuple[Tensor, ...] | None = None,
+        capture: CellCapture | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Run the cell over the sequence.
+
+        Args:
+            inputs: [seq, batch, input_size].
+            hidden: the initial hidden tuple (T tensors [batch, hidden]);
+                zeros when None.
+            capture: optional recorder for the training-free metrics.
+
+        Returns:
+            outputs [seq, batch, hidden] (``h_new_0`` at every step) and the
+            final hidden tuple.
+        """
+        seq, bsz, _ = inputs.shape
+        h = self.hidden_size
+        if hidden is None:
+            hidden = self.init_hidden(bsz, inputs.device, inputs.dtype)
+        detach = capture is not None and capture.detach_params
+        weights = {}
+        for src in self.sources:
+            w = self.weights[_key(src)]
+            w = w.detach() if detach else w
+            weights[src] = F.dropout(w, self.wdrop, True) if self.training and self.wdrop > 0 and src != "x" else w
+        bias = self.bias.detach() if detach else self.bias
+        records: dict[str, list[tuple[Tensor, Tensor]]] | None = None
+        if capture is not None and capture.products is not None:
+            records = {}
+            capture.products.append(records)
+        nodes = self.recipe.nodes
+        order = self.recipe.order
+        hoisted = None
+        if "x" in weights:
+            # One product over all steps; the biases of x-reading nodes are folded in.
+            wx = weights["x"]
+            zero = wx.new_zeros(h)
+            bias_x = torch.cat([bias[self._bias_row[n]] if n else zero for n in self._x_block_bias])
+            hoisted = torch.addmm(bias_x, inputs.reshape(seq * bsz, -1), wx.t()).view(seq, bsz, -1)
+            if records is not None:
+                records["x"] = [(inputs, hoisted)]
+        codes = capture.activation_codes if capture is not None else None
+        rows = capture.code_rows if capture is not None else None
+        keep_steps = capture is not None and capture.leaves
+        steps: list[Tensor] = []
+        for t in range(seq):
+            values: dict[str, Tensor] = {f"h_prev_{k}": hidden[k] for k in range(self.num_hidden)}
+            products: dict[str, list[Tensor]] = {}
+            if hoisted is not None:
+                products["x"] = hoisted[t].split(h, dim=1)
+            for name in order:
+                node = nodes[name]
+                op = node.op
+                if op == "linear":
+                    acc = None
+                    for j, src in enumerate(node.inputs):
+                        if src not in products:
+                            full = values[src] @ weights[src].t()
+                            products[src] = full.split(h, dim=1)
+                            if records is not None:
+                                records.setdefault(src, []).append((values[src], full))
+                        part = products[src][self.blocks[(name, j)][1]]
+                        acc = part if acc is None else acc + part
+                    if "x" not in node.inputs:
+                        acc = acc + bias[self._bias_row[name]]
+                    out = acc
+                elif op in _ACTIVATIONS:
+                    out = _ACTIVATIONS[op](values[node.inputs[0]])
+                    if codes is not None:
+                        codes.append((out if rows is None else out[:rows]) > 0)
+                elif op == "blend":
+                    a, b, c = (values[i] for i in node.inputs)
+                    out = a * b + (1 - a) * c
+                elif op == "elementwise_prod":
+                    out = values[node.inputs[0]]
+                    for i in node.inputs[1:]:
+                        out = out * values[i]
+                elif op == "elementwise_sum":
+                    out = values[node.inputs[0]]
+                    for i in node.inputs[1:]:
+                        out = out + values[i]
+                else:  # Recipe validation makes this unreachable
+                    raise ValueError(f"unknown op {op!r} in node {name!r}")
+                values[name] = out
+            # A distinct autograd node for h_new_0 as it leaves the cell: its
+            # gradient then counts only the next step's and the layer output's uses.
+            leave = values["h_new_0"].view_as(values["h_new_0"])
+            steps.append(leave)
+            hidden = (leave,) + tuple(values[f"h_new_{k}"] for k in range(1, self.num_hidden))
+        if keep_steps:
+            capture.steps.append(steps)
+        return torch.stack(steps), hidden
+
+
+def _key(src: str) -> str:
+    # ParameterDict keys must not contain '.'; source names are recipe identifiers.
+    return f"from_{src}"

@@ -1,0 +1,1 @@
+"""Space-specific passes (forward, backward of Σ y, noised inputs, loss) run by the engine."""

@@ -1,0 +1,151 @@
+"""Result records: one JSON file per architecture and configuration.
+
+Every scoring or training run writes exactly one record under ``results_dir``:
+
+    {results_dir}/{space}/arch_{arch:06d}_{config_hash}.json
+
+Files are written atomically (temporary file in the same folder, then
+``os.replace``), so a killed job leaves either no record or a whole one, and
+workers on a shared filesystem never need a database. A record that already
+exists for the same architecture and configuration means the work is done:
+that is how sweeps resume.
+
+Only this module writes records; only :mod:`tfnas.analysis` reads them in bulk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+RECORD_VERSION = 1
+
+
+def config_hash(settings: dict[str, Any]) -> str:
+    """Stable 12-hex-digit hash of the settings that change scores.
+
+    Args:
+        settings: JSON-serialisable dict (space, benchmark, arch, seed,
+            batch_index, data, metrics, paper_compat, ...). Launcher, shard,
+            thread and output-path settings must be left out by the caller.
+    """
+    blob = json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Record:
+    """The result of scoring (and possibly training) one architecture.
+
+    Attributes:
+        space: search space name (``nasbench_nlp`` or ``nasbench_bert``).
+        arch: index of the architecture in its space.
+        benchmark_id: the benchmark's own id (recipe id, BERT id), as a string.
+        seed: model construction seed.
+        config_hash: :func:`config_hash` of the score-relevant settings.
+        status: ``"ok"`` or ``"error"``.
+        error: the error text when ``status == "error"``.
+        scores: metric name -> value (NaN where undefined).
+        reasons: metric name -> why its value is NaN or non-finite.
+        truth: ground truth known for the architecture (benchmark or training),
+            e.g. ``{"test_loss": 4.6, "test_ppl": 99.5, "status": "OK"}``.
+        seconds: wall time spent on this architecture.
+        source: ``"score"`` or ``"train"``.
+        settings: the settings that were hashed.
+        extra: free-form details (e.g. per-epoch losses, GLUE tasks run).
+    """
+
+    space: str
+    arch: int
+    benchmark_id: str | None
+    seed: int
+    config_hash: str
+    status: str = "ok"
+    error: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    truth: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    source: str = "score"
+    settings: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    version: int = RECORD_VERSION
+
+
+def record_path(results_dir: str | os.PathLike, space: str, arch: int, chash: str) -> Path:
+    """Where the record of ``arch`` under configuration ``chash`` lives."""
+    return Path(results_dir) / space / f"arch_{arch:06d}_{chash}.json"
+
+
+def _jsonable(x: Any) -> Any:
+    # NaN/inf are kept as JSON's NaN/Infinity extensions (Python and pandas read them).
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "item") and callable(x.item):  # numpy / torch scalars
+        return x.item()
+    return x
+
+
+def write_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as JSON to ``path`` atomically.
+
+    Raises:
+        OSError: the folder cannot be created or written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_jsonable(payload), f, indent=1, allow_nan=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save(record: Record, results_dir: str | os.PathLike) -> Path:
+    """Write ``record`` atomically under ``results_dir``; returns its path."""
+    return write_atomic(record_path(results_dir, record.space, record.arch, record.config_hash), asdict(record))
+
+
+def exists(results_dir: str | os.PathLike, space: str, arch: int, chash: str) -> bool:
+    """Whether a complete record is already there (resume check)."""
+    return record_path(results_dir, space, arch, chash).is_file()
+
+
+def iter_record_files(results_dir: str | os.PathLike) -> Iterator[Path]:
+    """All record files below ``results_dir`` (any depth), sorted."""
+    yield from sorted(Path(results_dir).rglob("arch_*.json"))
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """Read one record as a dict.
+
+    Raises:
+        ValueError: the file is not a tfnas record (names the file).
+    """
+    try:
+        with open(path) as f:
+            rec = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(rec, dict) or "arch" not in rec or "space" not in rec:
+        raise ValueError(f"{path}: not a tfnas result record")
+    return rec
+
+
+def is_nan(x: Any) -> bool:
+    """True for float NaN (records keep NaN for undefined scores)."""
+    return isinstance(x, float) and math.isnan(x)

@@ -1,0 +1,412 @@
+"""The analysis job: records -> tables, figures, ``summary.md`` and a TensorBoard summary.
+
+``analyze(cfg)`` is a pure function of the config (``conf/analyze.yaml``); the
+Hydra entry ``analyze.py`` only calls it. For each search space found in the
+records it writes, under ``out_dir`` (or ``out_dir/<space>`` when the records
+hold several spaces):
+
+- ``scores.csv``: one row per architecture of the main setting;
+- ``exclusions.csv``: every reason an architecture is left out;
+- ``correlations.csv``: τ, ρ, r with p-values and bootstrap CIs;
+- ``search.csv``, ``topk.csv``: the search view; ``selection.md`` when
+  ``select.metric`` is set;
+- ``combinations.csv``: rank combinations (in-sample) and the cross-validated
+  learned combination;
+- ``ablation.csv``, ``ablation_tau.csv``: when records repeat architectures
+  over seeds or minibatches;
+- ``space_choices.csv``, ``space_cross.csv``: the NAS-Bench-BERT
+  search-space view;
+- figures (PNG and PDF), ``summary.md``, and ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from tfnas.analysis import ablation as ablation_mod
+from tfnas.analysis import combine, plots, report, search
+from tfnas.analysis.conventions import PUBLISHED, default_targets, quality_label
+from tfnas.analysis.exclude import exclusion_counts, exclusion_rows, truth_problem
+from tfnas.analysis.load import RecordSet, choose_setting, load_records, metric_names, settings_counts, truth_names, wide_table
+from tfnas.analysis.stats import correlation_table
+from tfnas.paths import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "results_dir": None, "out_dir": "analysis_out", "where": {}, "targets": None,
+    "main": {"seed": None, "batch_index": None},
+    "bootstrap": 1000, "ci": 0.95, "seed": 0,
+    "budgets": [10, 100, 1000], "draws": 1000, "top_fraction": 0.1,
+    "select": {"metric": None, "k": 10, "direction": "max"},
+    "combine": None, "combine_sizes": [2, 3],
+    "learned": {"enabled": True, "metrics": None, "ridge": 0.1, "top_m": 3, "min_coverage": 0.9},
+    "folds": 5, "tensorboard": True, "tensorboard_dir": None,
+    "space_view": "auto", "benchmark_bert": None, "space": {"target": "glue", "min_gap": 2.0, "min_tau": 0.2, "min_archs": 20},
+    "plots": {"formats": ["png", "pdf"], "dpi": 150, "log_ratio": 1000.0, "search_metrics": 5},
+    "console_top": 8,
+}
+
+
+def _merge(base: dict, over: Mapping) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base[k], v) if isinstance(base.get(k), dict) and isinstance(v, Mapping) else v
+    return out
+
+
+def _config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = {k: v for k, v in dict(cfg).items() if k != "hydra"}
+    c = _merge(DEFAULTS, cfg)
+    if c["results_dir"] in (None, "", []):
+        raise ValueError("results_dir is not set: python analyze.py results_dir=DIR [out_dir=DIR]")
+    if c["space_view"] not in ("auto", True, False):
+        raise ValueError(f"space_view must be auto, true or false, got {c['space_view']!r}")
+    return c
+
+
+def _resolve(p: str | Path | None) -> Path | None:
+    # Relative data paths are relative to where the job runs; fall back to the repository root.
+    if p is None:
+        return None
+    p = Path(p)
+    if p.is_absolute() or p.exists():
+        return p
+    alt = REPO_ROOT / p
+    return alt if alt.exists() else p
+
+
+class _Outputs:
+    """Collects written files, figures for TensorBoard and Markdown sections."""
+
+    def __init__(self, out: Path, c: dict[str, Any]):
+        self.out = out
+        self.c = c
+        self.files: list[Path] = []
+        self.figures: dict[str, Any] = {}
+        self.texts: dict[str, str] = {}
+        self.sections: list[str] = []
+
+    def csv(self, name: str, df: pd.DataFrame) -> Path:
+        p = self.out / name
+        df.to_csv(p, index=False)
+        self.files.append(p)
+        return p
+
+    def figure(self, name: str, fig) -> None:
+        self.files.extend(plots.save(fig, self.out / name, self.c["plots"]["formats"], self.c["plots"]["dpi"]))
+        self.figures[f"figures/{name}"] = fig
+
+    def section(self, title: str, body: str, tb_tag: str | None = None) -> None:
+        self.sections.append(f"## {title}\n\n{body}\n")
+        if tb_tag:
+            self.texts[tb_tag] = body
+
+
+def analyze(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Run the whole analysis described in the module docstring.
+
+    Args:
+        cfg: the ``analyze`` config (DictConfig or plain mapping); see
+            ``conf/analyze.yaml`` for every key.
+
+    Returns:
+        ``{space: {...}}`` with, per space, ``out_dir``, ``n_archs``,
+        ``setting``, ``targets``, ``top`` (metrics by |τ| with the primary
+        target), ``files`` (written paths), ``selection`` (arch list or
+        None), ``subspace`` (dict or None), and ``console`` (the printed text).
+
+    Raises:
+        ValueError: no results folder given, no records, or a requested
+            target/metric that the records do not have.
+        FileNotFoundError: a results folder does not exist.
+    """
+    c = _config(cfg)
+    rs = load_records(c["results_dir"], where=c["where"])
+    out_root = Path(c["out_dir"])
+    out_root.mkdir(parents=True, exist_ok=True)
+    spaces = rs.spaces()
+    result: dict[str, Any] = {}
+    for space in spaces:
+        out = out_root if len(spaces) == 1 else out_root / space
+        out.mkdir(parents=True, exist_ok=True)
+        result[space] = _analyze_space(rs, space, c, out)
+    print("\n\n".join(r["console"] for r in result.values()), flush=True)
+    return result
+
+
+def _analyze_space(rs: RecordSet, space: str, c: dict[str, Any], out: Path) -> dict[str, Any]:
+    o = _Outputs(out, c)
+    entries = rs.of_space(space)
+    setting, note = choose_setting(entries, c["main"]["seed"], c["main"]["batch_index"])
+    main = [e for e in entries if e.setting == setting]
+    df = wide_table(main)
+    metrics = metric_names(main)
+    truths = truth_names(main)
+    if c["targets"]:
+        targets = [c["targets"]] if isinstance(c["targets"], str) else list(c["targets"])
+        missing = [t for t in targets if t not in truths]
+        if missing:
+            raise ValueError(f"target(s) {missing} not in the records' ground truth {truths} ({space})")
+    else:
+        targets = default_targets(space, truths)
+    primary = targets[0]
+    title = f"{space}: "
+
+    # --- counts, exclusions, scores
+    o.csv("scores.csv", df)
+    excl = exclusion_rows(main, metrics, targets)
+    o.csv("exclusions.csv", excl)
+    counts = exclusion_counts(main, metrics, primary)
+    n_usable = int(sum(1 for e in main if e.status == "ok" and _truth_ok(e, primary)))
+    kinds_arch = excl[excl["metric"] == "*"].groupby(["target", "kind"]).size()
+    lines = [
+        f"results folders: {', '.join(rs.dirs)}",
+        f"record files: {rs.n_files}; valid records: {rs.n_records}; skipped (not records): {len(rs.skipped)}"
+        + (f"; left out by where={c['where']}: {rs.filtered_out}" if c["where"] else ""),
+        f"main setting: {note}",
+        "settings present (seed, batch_index) → archs: "
+        + ", ".join(f"{s} → {n}" for s, n in sorted(settings_counts(entries).items())),
+        f"architectures in the main setting: {len(main)}; with usable {primary}: {n_usable}",
+        f"metrics: {len(metrics)}; targets: {', '.join(targets)} (quality = {', '.join(map(quality_label, targets))})",
+        "merging: records of the same (space, arch, seed, batch_index) are merged; a train record's ground "
+        "truth takes precedence over a score record's",
+    ]
+    if rs.conflicts:
+        lines.append(f"conflicting values for the same metric in merged records: {len(rs.conflicts)} "
+                     f"(first kept; first: {rs.conflicts[0]}); select one sweep with where=...")
+    for path, why in rs.skipped[:5]:
+        lines.append(f"skipped: {why}")
+    o.section("Records", report.bullet(lines), "summary/records")
+    arch_lines = [f"{kind} ({tgt}): {n}" for (tgt, kind), n in kinds_arch.items()]
+    body = ("Each excluded (architecture, metric) is counted once, under the first reason that applies "
+            f"(record error, then ground truth of {primary}, then the score). Every reason is listed in "
+            "`exclusions.csv`.\n\n" + (report.bullet(arch_lines) + "\n\n" if arch_lines else "")
+            + report.md_table(counts))
+    o.section(f"Architectures per metric and exclusions (target {primary})", body, "tables/exclusions")
+
+    # --- correlations
+    corr = correlation_table(df, metrics, targets, c["bootstrap"], c["ci"], c["seed"])
+    order = {t: i for i, t in enumerate(targets)}
+    corr = corr.assign(_t=corr["target"].map(order), _a=-corr["kendall_tau"].abs().fillna(-1)).sort_values(
+        ["_t", "_a"]).drop(columns=["_t", "_a"]).reset_index(drop=True)
+    o.csv("correlations.csv", corr)
+    too_few = corr[(corr["target"] == primary) & corr["kendall_tau"].isna()]
+    body = (f"Signed correlations between each score and the quality {quality_label(primary)} (higher = better "
+            f"architecture), Kendall τ-b, Spearman ρ and Pearson r from scipy.stats; {int(c['ci'] * 100)}% "
+            f"percentile bootstrap CIs over {c['bootstrap']} resamples of the architectures (seed {c['seed']}). "
+            "Paper columns: |τ|, |ρ| from PAPER.md (NAS-Bench-NLP: PTB test loss over 8,794 archs; NAS-Bench-BERT: "
+            "GLUE over 500 archs); the paper gives signs only where noted.\n\n"
+            + report.correlation_markdown(corr, space, primary, c["ci"]))
+    if len(too_few):
+        body += "\n\nNot enough usable architectures (< 3) or constant values: " + ", ".join(
+            f"{r.metric} (n={r.n})" for r in too_few.itertuples())
+    o.section(f"Correlation with {primary}, sorted by |τ|", body, "tables/correlations")
+    if len(targets) > 1:
+        order_m = report.sort_by_abs_tau(corr, primary)["metric"].tolist()
+        o.section("Kendall τ per target", report.md_table(report.pivot_tau(corr, order_m, targets)), "tables/tau_per_target")
+    ordered = report.sort_by_abs_tau(corr, primary)["metric"].tolist()
+    if metrics:
+        o.figure("scatter", plots.scatter_grid(df, ordered, primary, corr, title, c["plots"]["log_ratio"]))
+        o.figure("tau_bars", plots.tau_bars(corr, primary, PUBLISHED.get((space, primary)), c["ci"], title))
+        if len(targets) > 1:
+            o.figure("tau_heatmap", plots.tau_heatmap(corr, ordered, targets, title))
+
+    # --- search view
+    srch = search.search_table(df, metrics, primary, c["budgets"], c["draws"], c["seed"])
+    o.csv("search.csv", srch)
+    topk = search.top_k_table(df, metrics, primary, c["top_fraction"])
+    o.csv("topk.csv", topk)
+    by_tau = corr[(corr["target"] == primary) & corr["kendall_tau"].notna()].sort_values("kendall_tau", ascending=False)
+    show = by_tau["metric"].head(c["plots"]["search_metrics"]).tolist()
+    body = _search_markdown(srch, topk, show, primary, c)
+    o.section(f"Search view ({primary})", body, "tables/search")
+    if show:
+        o.figure("search", plots.search_plot(srch, primary, show, title))
+
+    # --- selection
+    selection = None
+    if c["select"]["metric"]:
+        sel = search.select_top_k(df, c["select"]["metric"], int(c["select"]["k"]), primary,
+                                  c["select"]["direction"], c["draws"], c["seed"])
+        selection = sel.archs
+        text = _selection_markdown(sel)
+        (out / "selection.md").write_text(text + "\n")
+        o.files.append(out / "selection.md")
+        o.section(f"Top-{len(sel.archs)} architectures by {sel.metric}", text, "tables/selection")
+
+    # --- combinations
+    comb_rows = []
+    combos = c["combine"] if c["combine"] else combine.auto_combos(corr, primary, c["combine_sizes"])
+    if combos:
+        comb_rows.append(combine.rank_combinations(df, combos, primary, corr, c["bootstrap"], c["ci"], c["seed"]))
+    best = report.sort_by_abs_tau(corr, primary).head(1)
+    if len(best) and np.isfinite(best["kendall_tau"].iloc[0]):
+        b = best.iloc[0]
+        comb_rows.insert(0, pd.DataFrame([{"name": f"best single: {b['metric']}", "kind": "best_single",
+                                           "metrics": b["metric"], "evaluation": "in-sample (chosen by |τ|)",
+                                           **{k: b[k] for k in corr.columns if k != "metric"}}]))
+    verdict = {"text": "learned combination disabled (learned.enabled=false)"}
+    if c["learned"]["enabled"]:
+        cand = c["learned"]["metrics"] or metrics
+        cv_table, verdict = combine.cross_validated(
+            df, cand, primary, folds=int(c["folds"]), ridge=float(c["learned"]["ridge"]),
+            top_m=int(c["learned"]["top_m"]), min_coverage=float(c["learned"]["min_coverage"]),
+            n_boot=c["bootstrap"], ci=c["ci"], seed=c["seed"])
+        comb_rows.append(cv_table)
+    comb = pd.concat([r for r in comb_rows if len(r)], ignore_index=True) if any(len(r) for r in comb_rows) else \
+        pd.DataFrame(columns=combine.COMBINATION_COLUMNS)
+    o.csv("combinations.csv", comb)
+    body = ("Rank average / rank product rows pick their metrics and orient them with ground truth on the same "
+            "architectures (in-sample, optimistic). The cross-validated rows fit everything on the training folds "
+            f"and are scored on pooled out-of-fold predictions only.\n\n**{verdict['text']}**\n\n")
+    if len(comb):
+        view = comb[["name", "evaluation", "n"]].copy()
+        view["τ [CI]"] = [report.ci_str(r.kendall_tau, r.kendall_ci_low, r.kendall_ci_high) for r in comb.itertuples()]
+        view["ρ [CI]"] = [report.ci_str(r.spearman_rho, r.spearman_ci_low, r.spearman_ci_high) for r in comb.itertuples()]
+        body += report.md_table(view)
+        o.figure("combinations", plots.combination_bars(comb, title))
+    o.section(f"Combined metrics ({primary})", body, "tables/combinations")
+
+    # --- ablation
+    abl = ablation_mod.ablation(entries, metrics, primary, setting)
+    if not abl.empty:
+        o.csv("ablation.csv", abl.spread)
+        o.csv("ablation_tau.csv", abl.repeat_tau)
+        body = ("Spread of each metric's score across repeats of the same architecture (within) against across "
+                "architectures (between); ratio = within_sd / between_sd. τ columns: Kendall τ of each repeat "
+                f"with {quality_label(primary)}.\n\n" + report.md_table(abl.spread))
+        o.section("Ablation: minibatches and seeds", body, "tables/ablation")
+        for axis in abl.axes:
+            o.figure(f"ablation_{axis}", plots.ablation_boxes(abl.scores, abl.spread, axis, ordered))
+        if len(abl.repeat_tau):
+            o.figure("ablation_tau", plots.ablation_tau(abl.repeat_tau, ordered))
+
+    # --- search space
+    sub_info = None
+    if c["space_view"] is True or (c["space_view"] == "auto" and space == "nasbench_bert"):
+        sub_info = _space_view(o, c)
+
+    # --- summary
+    head = f"# tfnas analysis: {space}\n"
+    summary = head + "\n" + "\n".join(o.sections)
+    figs = [p.name for p in o.files if p.suffix == ".png"]
+    summary += "\n## Files\n\n" + report.bullet(p.name for p in o.files) + "\n"
+    (out / "summary.md").write_text(summary)
+    o.files.append(out / "summary.md")
+    if c["tensorboard"]:
+        tb = Path(c["tensorboard_dir"]) if c["tensorboard_dir"] else out / "tensorboard"
+        if len(rs.spaces()) > 1 and c["tensorboard_dir"]:
+            tb = tb / space
+        scalars = {f"tau/{r.target}/{r.metric}": r.kendall_tau for r in corr.itertuples()}
+        report.write_tensorboard(tb, {"summary": summary, **o.texts}, o.figures, scalars)
+        o.files.append(tb)
+    info = {"n_archs": len(main), "setting_note": note, "n_usable": n_usable, "n_skipped": len(rs.skipped)}
+    console = report.console_summary(space, info, corr, primary, c["console_top"])
+    if selection is not None:
+        console += f"\n   top-{len(selection)} by {c['select']['metric']}: {sel.command()}"
+    if sub_info:
+        console += (f"\n   search space: suggested {sub_info['describe']}: median {sub_info['target']} "
+                    f"{sub_info['median']:.2f} vs {sub_info['median_full']:.2f} (full space)")
+    console += f"\n   {verdict['text']}\n   report: {out / 'summary.md'}"
+    top = report.sort_by_abs_tau(corr, primary)[["metric", "n", "kendall_tau", "kendall_ci_low", "kendall_ci_high"]]
+    return {"out_dir": str(out), "n_archs": len(main), "setting": setting, "targets": targets,
+            "top": top.to_dict("records"), "files": [str(p) for p in o.files], "selection": selection,
+            "subspace": sub_info, "combination": {k: v for k, v in verdict.items() if k != "fold_tau"},
+            "console": console, "figures": figs}
+
+
+def _truth_ok(entry, target: str) -> bool:
+    return truth_problem(entry.truth, target) is None
+
+
+def _search_markdown(srch: pd.DataFrame, topk: pd.DataFrame, show: list[str], target: str, c: dict) -> str:
+    better = "lower" if quality_label(target).startswith("−") else "higher"
+    parts = [f"Best of N random architectures ({c['draws']} draws per N; N larger than the number of usable "
+             f"architectures is skipped): mean ± sd of the picked architecture's {target} ({better} is better). "
+             "The metric's score is used as higher-is-better. Metrics shown: the top ones by τ."]
+    if len(srch) and show:
+        rows = []
+        first = srch[srch["metric"] == show[0]]
+        for label, sub in [("oracle", first[first["method"] == "oracle"]), ("random", first[first["method"] == "random"])] + [
+                (m, srch[(srch["metric"] == m) & (srch["method"] == "metric")]) for m in show]:
+            row = {"pick": label}
+            for r in sub.itertuples():
+                row[f"N={r.budget}"] = f"{r.mean:.3f} ± {r.std:.3f}"
+            rows.append(row)
+        parts.append(report.md_table(pd.DataFrame(rows)))
+    if len(topk):
+        t = topk.sort_values("overlap", ascending=False)
+        parts.append(f"Top-{int(round(c['top_fraction'] * 100))}% overlap: how many of the metric's top k are in "
+                     "the true top k (expected by chance: k²/n).\n\n" + report.md_table(t, {"expected_random": 1}))
+    return "\n\n".join(parts)
+
+
+def _selection_markdown(sel: search.Selection) -> str:
+    lines = [f"Chosen by {sel.metric} ({'highest' if sel.direction == 'max' else 'lowest'} first):",
+             "", "```", sel.command(), "```", "", report.md_table(sel.table)]
+    if sel.target and sel.n_with_truth:
+        better = "lower" if quality_label(sel.target).startswith("−") else "higher"
+        lines += ["", f"{sel.n_with_truth} of them have ground truth: median {sel.target} {sel.chosen_median:.3f} vs "
+                  f"{sel.random_median_mean:.3f} for {sel.n_with_truth} random architectures (90% of draws in "
+                  f"[{sel.random_median_lo:.3f}, {sel.random_median_hi:.3f}]; {better} is better); a random choice "
+                  f"is at least as good in {100 * sel.p_random_as_good:.1f}% of draws."]
+    elif sel.target:
+        lines += ["", "None of them has ground truth yet: train them to find out."]
+    return "\n".join(lines)
+
+
+def _space_view(o: _Outputs, c: dict[str, Any]) -> dict[str, Any] | None:
+    from tfnas.analysis import space as space_mod
+
+    path = _resolve(c["benchmark_bert"])
+    if path is None:
+        o.section("Search space (NAS-Bench-BERT)", "skipped: benchmark_bert is null")
+        return None
+    if not path.is_file():
+        msg = f"skipped: benchmark file {path} not found (set benchmark_bert=PATH or null)"
+        log.warning(msg)
+        o.section("Search space (NAS-Bench-BERT)", msg)
+        return None
+    sp = c["space"]
+    res = space_mod.analyze_space(path, sp["target"], min_gap=sp["min_gap"], min_tau=sp["min_tau"], min_archs=sp["min_archs"])
+    o.csv("space_choices.csv", res["choices"])
+    o.csv("space_cross.csv", res["cross"])
+    sub = res["subspace"]
+    t = res["target"]
+    info = {"describe": sub.describe(), "restrictions": sub.restrictions, "steps": sub.steps, "size": sub.size,
+            "full_size": sub.full_size, "n_bench": sub.n_bench, "n_bench_full": sub.n_bench_full,
+            "median": sub.median, "median_full": sub.median_full, "median_rest": sub.median_rest,
+            "mean": sub.mean, "mean_full": sub.mean_full, "mean_rest": sub.mean_rest, "target": t}
+    (o.out / "space_subspace.json").write_text(json.dumps(info, indent=1))
+    o.files.append(o.out / "space_subspace.json")
+    arch_rows = res["choices"][res["choices"]["level"] == "architecture"]
+    layer_rows = res["choices"][(res["choices"]["level"] == "layer")]
+    body = "\n\n".join([
+        f"Read with `tfnas.spaces.nasbench_bert.load_benchmark` from `{path}` ({sub.n_bench_full} architectures); "
+        f"{t} per value of each design choice (no scores needed).",
+        "Architecture-level choices:\n\n" + report.md_table(arch_rows.drop(columns=["level", "group", "tau_fraction"]), {"n": 0}),
+        "Hidden size × depth:\n\n" + report.md_table(res["cross"]),
+        "Layer-level choices: over layers (each layer carrying its architecture's score), over architectures "
+        "where any / all layers use the value; τ(fraction) = Kendall τ between the fraction of layers using the "
+        f"value and {t}.\n\n" + report.md_table(layer_rows.drop(columns=["level"])),
+        "Suggested sub-space: **" + sub.describe() + "**\n\n" + report.bullet(sub.steps) + "\n\n" + report.bullet([
+            f"size: {sub.size:,} of {sub.full_size:,} architectures ({100 * sub.size / sub.full_size:.1f}%)",
+            f"benchmark architectures inside: {sub.n_bench} of {sub.n_bench_full}",
+            f"median {t}: {sub.median:.2f} inside vs {sub.median_full:.2f} full space ({sub.median_rest:.2f} outside)",
+            f"mean {t}: {sub.mean:.2f} inside vs {sub.mean_full:.2f} full space ({sub.mean_rest:.2f} outside)",
+        ]),
+    ])
+    o.section("Search space (NAS-Bench-BERT)", body, "tables/search_space")
+    o.figure("space_boxes", plots.space_boxes(res["archs"], res["layers"], t))
+    o.figure("space_subspace", plots.subspace_plot(res["archs"][t].to_numpy(dtype=float), sub.members, sub.describe(), t))
+    return info

@@ -1,0 +1,74 @@
+"""Process set-up shared by the tasks: threads, quiet libraries, Lightning pieces."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("tfnas")
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (respects affinity masks set by SLURM or taskset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def setup_runtime(threads: int | None) -> int:
+    """Set torch's intra-op thread count explicitly and silence library chatter.
+
+    Args:
+        threads: threads for this process; 0 or None means every available core.
+
+    Returns:
+        The thread count in force.
+    """
+    n = int(threads) if threads else available_cores()
+    torch.set_num_threads(n)
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"lightning(\..*)?")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    return n
+
+
+def to_container(node: Any) -> Any:
+    """A config node as plain Python (interpolations resolved); other values unchanged."""
+    if isinstance(node, DictConfig) or OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def make_trainer(trainer_cfg: DictConfig | dict, loggers: list, callbacks: list):
+    """A Lightning Trainer from the ``trainer`` config group plus loggers and callbacks."""
+    import lightning.pytorch as pl
+
+    kwargs = dict(to_container(trainer_cfg))
+    kwargs.setdefault("enable_progress_bar", False)
+    kwargs.setdefault("enable_model_summary", False)
+    return pl.Trainer(logger=loggers or False, callbacks=callbacks, **kwargs)
+
+
+def make_loggers(logger_cfg: DictConfig | dict | None, save_dir: str, name: str, version: str) -> list:
+    """Loggers from the ``logger`` config group (``kind: tensorboard`` or ``none``).
+
+    Args:
+        logger_cfg: ``{kind: tensorboard|none}``.
+        save_dir, name, version: TensorBoard run directory = save_dir/name/version.
+    """
+    cfg = dict(to_container(logger_cfg) or {})
+    kind = cfg.get("kind", "none")
+    if kind == "none":
+        return []
+    if kind == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return [TensorBoardLogger(save_dir=save_dir, name=name, version=version, default_hp_metric=False)]
+    raise ValueError(f"unknown logger kind {kind!r}; use 'tensorboard' or 'none'")
