@@ -136,7 +136,8 @@ def manual_forward(model, batch):
     rec = {"gelu_first": [], "confidence": [], "softmax": [], "block_linears": []}
     ids, mask = batch["input_ids"], batch["attention_mask"].float()
     emb = model.embeddings
-    x = emb.word_embeddings.weight[ids] + emb.token_type_embeddings.weight[0] + emb.position_embeddings.weight[: ids.shape[1]]
+    x = emb.word_embeddings.weight[ids] + emb.token_type_embeddings.weight[0]
+    x = x + emb.position_embeddings.weight[: ids.shape[1]]
     x = F.layer_norm(x, (x.shape[-1],), emb.LayerNorm.weight, emb.LayerNorm.bias, 1e-12)
     x = F.linear(x, model.embeddings_project.weight, model.embeddings_project.bias)
     neg = (1 - mask)[:, None, None, :] * torch.finfo(torch.float32).min
@@ -181,7 +182,8 @@ def manual_forward(model, batch):
         for lin in ff.ffn[:-1]:
             y = F.gelu(F.linear(y, lin.weight, lin.bias))
             rec["gelu_first"].append(y[0].detach())
-        x = F.layer_norm(F.linear(y, ff.ffn[-1].weight, ff.ffn[-1].bias) + x_op, (x.shape[-1],), ff.LayerNorm.weight, ff.LayerNorm.bias, 1e-12)
+        y = F.linear(y, ff.ffn[-1].weight, ff.ffn[-1].bias) + x_op
+        x = F.layer_norm(y, (x.shape[-1],), ff.LayerNorm.weight, ff.LayerNorm.bias, 1e-12)
     return x, rec
 
 
@@ -200,7 +202,8 @@ def scored():
 def test_all_metrics_one_forward_one_backward(scored):
     model, batch, res, passes, forwards, backwards = scored
     assert passes == 1 and forwards == 1 and backwards == 1
-    expected = {n for n in NAMES} | {f"{n}_normalized" for n in NAMES if n not in ("jacobian_covariance", "jacobian_cosine", "num_params")}
+    single = ("jacobian_covariance", "jacobian_cosine", "num_params")
+    expected = set(NAMES) | {f"{n}_normalized" for n in NAMES if n not in single}
     assert set(res.scores) == expected and res.reasons == {}
     assert all(math.isfinite(v) for v in res.scores.values())
     assert set(available("bert")) >= set(NAMES)
@@ -234,7 +237,11 @@ def test_weight_metrics_against_grads(scored, reference):
             "LT": ["input_projection"],
             "DSC": ["query", "key", "value", "kernel", "conv_value", "dense"],
         }[op.operation_type]
-        own = {"SA": ["query", "key", "value", "wma"], "LT": ["input_projection"], "DSC": ["query", "key", "value", "conv_value"]}
+        own = {
+            "SA": ["query", "key", "value", "wma"],
+            "LT": ["input_projection"],
+            "DSC": ["query", "key", "value", "conv_value"],
+        }
         for n in linears:
             lin = getattr(op, n, None)
             if lin is None:
@@ -295,7 +302,8 @@ def test_compat_passes_no_mask_and_importance_rule():
     assert "attention_mask" not in seen[0] and "token_type_ids" in seen[0]
     assert torch.equal(seen[1]["attention_mask"], batch["attention_mask"])
     # At H = 256 the paper's "output size >= 128" rule selects exactly the listed projections.
-    big = tiny_model(hidden=256, layers=[lay(o, p, h, ffn=8) for o, p, h in [("SA", "WMA", 4), ("SA", "SDP", 2), ("LT", "DCT", 4), ("DSC", 9, 4), ("DSC", 5, 2)]])
+    kinds = [("SA", "WMA", 4), ("SA", "SDP", 2), ("LT", "DCT", 4), ("DSC", 9, 4), ("DSC", 5, 2)]
+    big = tiny_model(hidden=256, layers=[lay(o, p, h, ffn=8) for o, p, h in kinds])
     names = lambda compat: [n for n, *_ in collect(big, batch, compat).importance]
     assert names(True) == names(False)
     assert "layer3.operation.conv_value" in names(True) and "layer3.operation.kernel" not in names(True)
@@ -315,7 +323,8 @@ def test_ptb_scoring_batch(data_dir):
     for b in (b0, b1):
         assert set(b) == {"input_ids", "attention_mask", "token_type_ids"}
         assert all(t.shape == (4, 32) and t.dtype == torch.long for t in b.values())
-        assert torch.all(b["input_ids"][:, 0] == tok.cls_token_id) and torch.all(b["input_ids"][:, -1] == tok.sep_token_id)
+        assert torch.all(b["input_ids"][:, 0] == tok.cls_token_id)
+        assert torch.all(b["input_ids"][:, -1] == tok.sep_token_id)
         inner = b["input_ids"][:, 1:-1]
         assert not torch.isin(inner, torch.tensor([tok.cls_token_id, tok.sep_token_id, tok.pad_token_id])).any()
         assert torch.all(b["attention_mask"] == 1) and torch.all(b["token_type_ids"] == 0)
@@ -351,7 +360,8 @@ def test_openwebtext_source(monkeypatch, data_dir):
     with pytest.raises(RuntimeError, match="could not stream OpenWebText .*no network.*source='file'"):
         data.scoring_batch(0)
 
-    docs = [{"text": t} for t in ["short doc", "a much longer document that needs truncating here", "third", "fourth one"]]
+    texts = ["short doc", "a much longer document that needs truncating here", "third", "fourth one"]
+    docs = [{"text": t} for t in texts]
     calls = []
 
     def fake(name, split, streaming):
@@ -365,7 +375,8 @@ def test_openwebtext_source(monkeypatch, data_dir):
     assert calls[0] == ("Skylion007/openwebtext", "train", True)
     assert b0["input_ids"].shape == (2, 8)
     short = tok.convert_tokens_to_ids(tok.tokenize("short doc"))
-    assert b0["input_ids"][0].tolist() == [tok.cls_token_id, *short, tok.sep_token_id] + [tok.pad_token_id] * (6 - len(short))
+    pads = [tok.pad_token_id] * (6 - len(short))
+    assert b0["input_ids"][0].tolist() == [tok.cls_token_id, *short, tok.sep_token_id] + pads
     assert b0["attention_mask"][0].tolist() == [1] * (2 + len(short)) + [0] * (6 - len(short))
     assert b0["input_ids"][1, -1] == tok.sep_token_id and torch.all(b0["attention_mask"][1] == 1)
     third = tok.convert_tokens_to_ids(tok.tokenize("third"))

@@ -29,7 +29,9 @@ def layer(op, param, heads=2, ffn=24, n=1):
 
 
 def tiny(layers, hidden=16, **kw):
-    cfg = FlexiBertConfig(vocab_size=50, embedding_size=8, hidden_size=hidden, max_position_embeddings=32, layers=layers, **kw)
+    cfg = FlexiBertConfig(
+        vocab_size=50, embedding_size=8, hidden_size=hidden, max_position_embeddings=32, layers=layers, **kw
+    )
     torch.manual_seed(0)
     return FlexiBertModel(cfg).eval()
 
@@ -53,11 +55,15 @@ def jitter(module, std=0.3):
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, p in module.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std + (1.0 if name == "LayerNorm.weight" else 0.0))
+            offset = 1.0 if name == "LayerNorm.weight" else 0.0
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std + offset)
     return module
 
 
-@pytest.mark.parametrize("param, transform", [("DFT", lambda a: np.fft.fft2(a).real), ("DCT", lambda a: scipy.fft.dctn(a, type=2, axes=(-2, -1)))])
+@pytest.mark.parametrize(
+    "param, transform",
+    [("DFT", lambda a: np.fft.fft2(a).real), ("DCT", lambda a: scipy.fft.dctn(a, type=2, axes=(-2, -1)))],
+)
 def test_lt_block_against_numpy(param, transform):
     m = tiny([layer("LT", param, heads=4)])
     block = jitter(m.encoder.layer[0].operation)
@@ -212,7 +218,8 @@ def test_feed_forward_structure_and_gelu_calls():
 
 
 def test_init_follows_electra():
-    cfg = FlexiBertConfig(hidden_size=64, layers=[layer("DSC", 9, heads=4, ffn=256), layer("SA", "WMA", heads=4, ffn=256)])
+    layers = [layer("DSC", 9, heads=4, ffn=256), layer("SA", "WMA", heads=4, ffn=256)]
+    cfg = FlexiBertConfig(hidden_size=64, layers=layers)
     torch.manual_seed(0)
     m = FlexiBertModel(cfg)
     for name, p in m.named_parameters():
@@ -243,7 +250,11 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_generator_sized_config_builds():
     # ELECTRA generator: H/4, heads max(1, h/4), I/4; DSC needs an even head count (2 is the nearest valid).
-    layers = [layer("SA", "SDP", heads=1, ffn=32), layer("LT", "DCT", heads=1, ffn=32), layer("DSC", 9, heads=2, ffn=32)]
+    layers = [
+        layer("SA", "SDP", heads=1, ffn=32),
+        layer("LT", "DCT", heads=1, ffn=32),
+        layer("DSC", 9, heads=2, ffn=32),
+    ]
     m = tiny(layers, hidden=8)
     assert m.embeddings_project is None  # E == H: no projection
     assert tiny([layer("SA", "SDP")]).embeddings_project.weight.shape == (16, 8)

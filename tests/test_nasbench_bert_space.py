@@ -44,7 +44,8 @@ def test_benchmark_matches_raw_file(bench_path, raw):
         assert a.spec["hidden_size"] == ov["hidden_size"]
         assert len(a.spec["layers"]) == len(ov["nas_config"]["encoder_layers"])
         for lay, rl in zip(a.spec["layers"], ov["nas_config"]["encoder_layers"]):
-            assert lay == {k: (int(v) if k == "operation_parameter" and rl["operation_type"] == "DSC" else v) for k, v in rl.items()}
+            dsc = rl["operation_type"] == "DSC"
+            assert lay == {k: (int(v) if k == "operation_parameter" and dsc else v) for k, v in rl.items()}
             if lay["operation_type"] == "DSC":
                 assert type(lay["operation_parameter"]) is int
             else:

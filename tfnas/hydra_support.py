@@ -1,13 +1,27 @@
 """Hydra glue: config resolvers and the end-of-sweep callback.
 
-Importing this module registers the ``tfnas_job`` resolver used by the
-configs to name each multirun job's folder by architecture (``arch_12``) or
-shard (``shard_3``) instead of Hydra's job number.
+Importing this module registers the resolvers the configs use:
+
+- ``tfnas_job``: names each multirun job's folder by architecture
+  (``arch_12``) or shard (``shard_3``) instead of Hydra's job number.
+- ``tfnas_launch_dir``: the directory the command was started from, pinned
+  (cached) in the launching process. Hydra copies the launching config's
+  resolver cache into every job's config, so a worker that runs in another
+  directory (a Ray worker, ``hydra.job.chdir=true``) still gets the
+  launcher's directory rather than its own.
+- ``tfnas_abspath``: ``path`` made absolute against a base directory
+  (``${tfnas_abspath:${paths.results_dir},${tfnas_launch_dir:}}``), so every
+  worker of a sweep writes to the same results folder.
+- ``tfnas_threads``: the default torch thread count of one job, derived from
+  the chosen Hydra launcher so that parallel jobs do not oversubscribe the
+  cores (see :func:`default_threads`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -21,17 +35,132 @@ def job_name(shard: Any, arch: Any) -> str:
     return f"shard_{shard}" if shard is not None else f"arch_{arch}"
 
 
-if not OmegaConf.has_resolver("tfnas_job"):
-    OmegaConf.register_new_resolver("tfnas_job", job_name)
+def launch_dir() -> str:
+    """The current directory as an absolute path (cached per config by the resolver)."""
+    return os.getcwd()
+
+
+def absolute_path(path: Any, base: Any) -> str:
+    """``path`` (``~`` expanded) if absolute, else ``base/path``; no symlink resolution.
+
+    Raises:
+        ValueError: ``path`` is empty or None (a missing results or data folder
+            setting would otherwise silently mean the current directory).
+    """
+    if path is None or str(path) == "":
+        raise ValueError("empty path: set paths.results_dir / paths.data_dir to a folder")
+    p = Path(str(path)).expanduser()
+    return str(p if p.is_absolute() else Path(str(base)) / p)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def _launcher_cfg() -> DictConfig | None:
+    """``hydra.launcher`` of the running job, or None outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return HydraConfig.get().launcher
+    except ValueError:  # HydraConfig not set: plain Python use of the task
+        return None
+
+
+def joblib_workers(n_jobs: Any, cores: int) -> int:
+    """How many processes joblib runs at once for ``n_jobs`` on ``cores`` cores.
+
+    joblib's convention: ``n_jobs >= 1`` is taken as is; ``-1`` means every
+    core, ``-2`` all but one, and so on (``cores + 1 + n_jobs``).
+
+    Raises:
+        ValueError: ``n_jobs`` is 0 or not an integer.
+    """
+    n = int(n_jobs)
+    if n == 0:
+        raise ValueError("hydra.launcher.n_jobs=0 is not valid: use a positive count or -1 for every core")
+    return n if n > 0 else max(1, cores + 1 + n)
+
+
+def default_threads(launcher: Any = None, cores: int | None = None, env: dict | None = None) -> int:
+    """Torch threads for one scoring job, so that concurrent jobs share the cores.
+
+    Order: ``$TFNAS_THREADS`` if set; else, by the Hydra launcher of the job:
+
+    - ``joblib``: ``cores // workers`` (``n_jobs=-1``: one thread per job);
+    - ``submitit`` (local or SLURM): ``cpus_per_task`` when set, else every
+      core of the job's CPU set (SLURM confines a job to its allocation);
+    - ``ray``: ``ray.remote.num_cpus`` when set, else 1 (Ray's default
+      reservation per task);
+    - the basic launcher (one job at a time) or no Hydra: every core.
+
+    Args:
+        launcher: the ``hydra.launcher`` config (default: the running job's).
+        cores: cores this process may use (default: its affinity mask).
+        env: environment (default: ``os.environ``).
+
+    Returns:
+        A thread count >= 1.
+
+    Raises:
+        ValueError: ``$TFNAS_THREADS`` is not a positive integer.
+    """
+    env = os.environ if env is None else env
+    value = env.get("TFNAS_THREADS", "")
+    if value.strip():
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"TFNAS_THREADS must be a positive integer, got {value!r}")
+        return n
+    cores = _cores() if cores is None else cores
+    launcher = _launcher_cfg() if launcher is None else launcher
+    target = str(launcher.get("_target_", "")) if launcher is not None else ""
+    if "joblib" in target:
+        return max(1, cores // joblib_workers(launcher.get("n_jobs", -1), cores))
+    if "submitit" in target:
+        cpus = launcher.get("cpus_per_task")
+        return int(cpus) if cpus else cores
+    if "hydra_ray_launcher" in target:
+        remote = (launcher.get("ray") or {}).get("remote") or {}
+        return max(1, int(remote.get("num_cpus") or 1))
+    return cores
+
+
+def _register(name: str, fn: Any, use_cache: bool = False) -> None:
+    if not OmegaConf.has_resolver(name):
+        OmegaConf.register_new_resolver(name, fn, use_cache=use_cache)
+
+
+_register("tfnas_job", job_name)
+_register("tfnas_launch_dir", launch_dir, use_cache=True)
+_register("tfnas_abspath", absolute_path)
+_register("tfnas_threads", lambda: default_threads())
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun, collect every record of ``results_dir`` into one table.
+    """Pins the output paths at the start of a multirun and tabulates the records at its end.
 
-    Writes ``{results_dir}/{space}/records.csv`` (one row per record: arch,
-    benchmark id, status, error, ground truth and every score) and logs the
-    totals. Records stay the source of truth; the table is rebuilt each time.
+    At the start (in the launching process) the results folder is resolved
+    once, so ``tfnas_launch_dir`` is cached before the jobs' configs are
+    made: every job, whatever its working directory, writes to the same
+    folder. At the end, every record of ``results_dir`` is collected into
+    ``{results_dir}/{space}/records.csv`` (one row per record: arch,
+    benchmark id, status, error, ground truth and every score) and the
+    totals are logged. Records stay the source of truth; the table is
+    rebuilt each time (also by ``python -m tfnas.collect RESULTS_DIR``).
     """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            log.info(f"results -> {config.results_dir}")
+        except Exception as exc:  # a bad path shows up again, with context, in the first job
+            log.warning(f"could not resolve results_dir at launch: {type(exc).__name__}: {exc}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from tfnas.collect import collect

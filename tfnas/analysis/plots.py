@@ -143,7 +143,7 @@ def tau_bars(
         if p is not None:
             sign = p.sign if p.sign is not None else (1 if t >= 0 else -1)
             ax.plot(sign * p.tau, yi, marker="D", color="black", markersize=4, linestyle="none",
-                    label=None if shown else "paper |τ|")
+                    label=None if shown else "paper |τ| (paper sign where known, else ours)")
             shown = True
     if shown:
         ax.legend(fontsize=8, loc="lower right")

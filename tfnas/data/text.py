@@ -189,7 +189,8 @@ class TextScoringData:
         }
 
     def _openwebtext_batch(self, batch_index: int) -> dict[str, torch.Tensor]:
-        texts = _openwebtext_documents(self.dataset, (batch_index + 1) * self.batch_size)[batch_index * self.batch_size :]
+        docs = _openwebtext_documents(self.dataset, (batch_index + 1) * self.batch_size)
+        texts = docs[batch_index * self.batch_size :]
         enc = self.tokenizer(
             list(texts),
             padding="max_length",

@@ -38,7 +38,9 @@ def _nuclear(t: torch.Tensor) -> float:
     return float(torch.linalg.matrix_norm(t.to(torch.float64), ord="nuc"))
 
 
-@register("synaptic_diversity", space="bert", needs=["grad"], outputs=["synaptic_diversity", "synaptic_diversity_normalized"])
+@register(
+    "synaptic_diversity", space="bert", needs=["grad"], outputs=["synaptic_diversity", "synaptic_diversity_normalized"]
+)
 def synaptic_diversity(ctx: ScoringContext) -> dict[str, float]:
     """Σ ‖W‖_nuc · ‖∂W‖_nuc over every linear of every token-mixing block (Zhou et al. 2022, TF-TAS).
 
@@ -49,7 +51,9 @@ def synaptic_diversity(ctx: ScoringContext) -> dict[str, float]:
     return _with_normalized("synaptic_diversity", terms, "token-mixing linears")
 
 
-@register("synaptic_saliency", space="bert", needs=["grad"], outputs=["synaptic_saliency", "synaptic_saliency_normalized"])
+@register(
+    "synaptic_saliency", space="bert", needs=["grad"], outputs=["synaptic_saliency", "synaptic_saliency_normalized"]
+)
 def synaptic_saliency(ctx: ScoringContext) -> dict[str, float]:
     """Σ |W ⊙ ∂W| over every feed-forward linear (dense in, extra I→I, dense out) (Tanaka et al. 2020).
 
@@ -60,7 +64,10 @@ def synaptic_saliency(ctx: ScoringContext) -> dict[str, float]:
 
 
 @register(
-    "activation_distance", space="bert", needs=["grad"], outputs=["activation_distance", "activation_distance_normalized"]
+    "activation_distance",
+    space="bert",
+    needs=["grad"],
+    outputs=["activation_distance", "activation_distance_normalized"],
 )
 def activation_distance(ctx: ScoringContext) -> dict[str, float]:
     """Σ over GELU calls of the sum of all entries of ``c cᵀ + (1−c)(1−c)ᵀ`` [S, S], c = 1[out > 0]

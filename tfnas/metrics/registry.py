@@ -108,4 +108,5 @@ def get(space: str, names: Iterable[str]) -> list[Metric]:
 def _load_builtin() -> None:
     # Importing the metric modules registers them (and their passes); done on
     # first look-up so that the registry and the engine import without cycles.
+    import tfnas.metrics.bert  # noqa: F401
     import tfnas.metrics.rnn  # noqa: F401

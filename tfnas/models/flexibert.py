@@ -44,7 +44,13 @@ from transformers.modeling_outputs import BaseModelOutput
 
 #: Operation types and their parameters (SPACES.md §2).
 OPERATIONS = {"SA": ("SDP", "WMA"), "LT": ("DFT", "DCT"), "DSC": None}  # DSC: any odd kernel size
-_LAYER_KEYS = ("operation_type", "operation_parameter", "num_operation_heads", "feed_forward_dimension", "num_feed_forward")
+_LAYER_KEYS = (
+    "operation_type",
+    "operation_parameter",
+    "num_operation_heads",
+    "feed_forward_dimension",
+    "num_feed_forward",
+)
 
 
 class FlexiBertConfig(PretrainedConfig):

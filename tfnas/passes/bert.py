@@ -163,7 +163,8 @@ def collect(model: nn.Module, batch: dict, paper_compat: bool = False) -> BertGr
             for n, lin in confidence_linears(block):
                 handles.append(lin.register_forward_hook(projection_confidence(f"layer{i}.operation.{n}")))
             if block.operation_type == "LT":
-                handles.append(block.transform.register_forward_hook(transform_confidence(f"layer{i}.operation.transform")))
+                hook = transform_confidence(f"layer{i}.operation.transform")
+                handles.append(block.transform.register_forward_hook(hook))
             else:
                 handles.append(block.softmax.register_forward_hook(attention_confidence(f"layer{i}.operation.softmax")))
 

@@ -102,7 +102,9 @@ class SearchSpace:
                 hidden_sizes=tuple(_as_int(v, f"{where}: hidden_size") for v in d["hidden_size"]),
                 num_layers=tuple(_as_int(v, f"{where}: num_encoder_layers") for v in d["num_encoder_layers"]),
                 operation_parameters=params,
-                num_operation_heads=tuple(_as_int(v, f"{where}: num_operation_heads") for v in layer["num_operation_heads"]),
+                num_operation_heads=tuple(
+                    _as_int(v, f"{where}: num_operation_heads") for v in layer["num_operation_heads"]
+                ),
                 feed_forward_dimensions=tuple(
                     _as_int(v, f"{where}: feed_forward_dimension") for v in layer["feed_forward_dimension"]
                 ),
@@ -147,7 +149,10 @@ class SearchSpace:
             raise ValueError(
                 f"{where}: {len(layers)} encoder layers; the search space allows {list(self.num_layers)}"
             )
-        return {"hidden_size": hidden, "layers": [self._layer(lay, f"{where}, layer {i}") for i, lay in enumerate(layers)]}
+        return {
+            "hidden_size": hidden,
+            "layers": [self._layer(lay, f"{where}, layer {i}") for i, lay in enumerate(layers)],
+        }
 
     def _layer(self, lay: Any, where: str) -> dict:
         if not isinstance(lay, Mapping):
@@ -155,7 +160,9 @@ class SearchSpace:
         missing = [f for f in LAYER_FIELDS if f not in lay]
         extra = [f for f in lay if f not in LAYER_FIELDS]
         if missing or extra:
-            raise ValueError(f"{where}: missing fields {missing}, unknown fields {extra}; expected {list(LAYER_FIELDS)}")
+            raise ValueError(
+                f"{where}: missing fields {missing}, unknown fields {extra}; expected {list(LAYER_FIELDS)}"
+            )
         op = lay["operation_type"]
         if op not in self.operation_parameters:
             raise ValueError(f"{where}: operation_type={op!r} is not one of {list(self.operation_parameters)}")
@@ -163,7 +170,9 @@ class SearchSpace:
         param = lay["operation_parameter"]
         param = _as_int(param, f"{where}: operation_parameter") if op == "DSC" else param
         if param not in allowed:
-            raise ValueError(f"{where}: operation_parameter={param!r} is not valid for {op}; expected one of {list(allowed)}")
+            raise ValueError(
+                f"{where}: operation_parameter={param!r} is not valid for {op}; expected one of {list(allowed)}"
+            )
         out = {"operation_type": str(op), "operation_parameter": param}
         for field, choices in (
             ("num_operation_heads", self.num_operation_heads),

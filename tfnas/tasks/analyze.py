@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -144,13 +145,40 @@ def analyze(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+@dataclass
+class _Ctx:
+    """What every section of one space's analysis reads."""
+
+    space: str
+    c: dict[str, Any]
+    o: _Outputs
+    rs: RecordSet
+    entries: list
+    main: list
+    setting: tuple[int, int]
+    note: str
+    df: pd.DataFrame
+    metrics: list[str]
+    targets: list[str]
+    corr: pd.DataFrame | None = None
+
+    @property
+    def primary(self) -> str:
+        return self.targets[0]
+
+    @property
+    def title(self) -> str:
+        return f"{self.space}: "
+
+    def ordered(self) -> list[str]:
+        """Metrics sorted by |τ| with the primary target."""
+        return report.sort_by_abs_tau(self.corr, self.primary)["metric"].tolist()
+
+
 def _analyze_space(rs: RecordSet, space: str, c: dict[str, Any], out: Path) -> dict[str, Any]:
-    o = _Outputs(out, c)
     entries = rs.of_space(space)
     setting, note = choose_setting(entries, c["main"]["seed"], c["main"]["batch_index"])
     main = [e for e in entries if e.setting == setting]
-    df = wide_table(main)
-    metrics = metric_names(main)
     truths = truth_names(main)
     if c["targets"]:
         targets = [c["targets"]] if isinstance(c["targets"], str) else list(c["targets"])
@@ -159,112 +187,153 @@ def _analyze_space(rs: RecordSet, space: str, c: dict[str, Any], out: Path) -> d
             raise ValueError(f"target(s) {missing} not in the records' ground truth {truths} ({space})")
     else:
         targets = default_targets(space, truths)
-    primary = targets[0]
-    title = f"{space}: "
+    ctx = _Ctx(space, c, _Outputs(out, c), rs, entries, main, setting, note, wide_table(main), metric_names(main),
+               targets)
+    n_usable = _records_section(ctx)
+    _correlation_section(ctx)
+    _search_section(ctx)
+    sel = _selection_section(ctx)
+    verdict = _combination_section(ctx)
+    _ablation_section(ctx)
+    sub_info = None
+    if c["space_view"] is True or (c["space_view"] == "auto" and space == "nasbench_bert"):
+        sub_info = _space_view(ctx.o, c)
+    _write_summary(ctx)
 
-    # --- counts, exclusions, scores
-    o.csv("scores.csv", df)
-    excl = exclusion_rows(main, metrics, targets)
+    info = {"n_archs": len(main), "setting_note": note, "n_usable": n_usable, "n_skipped": len(rs.skipped)}
+    console = report.console_summary(space, info, ctx.corr, ctx.primary, c["console_top"])
+    if sel is not None:
+        console += f"\n   top-{len(sel.archs)} by {sel.metric}: {sel.command()}"
+    if sub_info:
+        console += (f"\n   search space: suggested {sub_info['describe']}: median {sub_info['target']} "
+                    f"{sub_info['median']:.2f} vs {sub_info['median_full']:.2f} (full space)")
+    console += f"\n   {verdict['text']}\n   report: {out / 'summary.md'}"
+    top = report.sort_by_abs_tau(ctx.corr, ctx.primary)[["metric", "n", "kendall_tau", "kendall_ci_low",
+                                                          "kendall_ci_high"]]
+    return {"out_dir": str(out), "n_archs": len(main), "setting": setting, "targets": targets,
+            "top": top.to_dict("records"), "files": [str(p) for p in ctx.o.files],
+            "selection": sel.archs if sel else None, "subspace": sub_info,
+            "combination": {k: v for k, v in verdict.items() if k != "fold_tau"}, "console": console}
+
+
+def _records_section(ctx: _Ctx) -> int:
+    """scores.csv, exclusions.csv and the counts; returns the number of archs with usable primary truth."""
+    o, rs, c, primary = ctx.o, ctx.rs, ctx.c, ctx.primary
+    o.csv("scores.csv", ctx.df)
+    excl = exclusion_rows(ctx.main, ctx.metrics, ctx.targets)
     o.csv("exclusions.csv", excl)
-    counts = exclusion_counts(main, metrics, primary)
-    n_usable = int(sum(1 for e in main if e.status == "ok" and _truth_ok(e, primary)))
-    kinds_arch = excl[excl["metric"] == "*"].groupby(["target", "kind"]).size()
+    counts = exclusion_counts(ctx.main, ctx.metrics, primary)
+    n_usable = int(sum(1 for e in ctx.main if e.status == "ok" and truth_problem(e.truth, primary) is None))
     lines = [
         f"results folders: {', '.join(rs.dirs)}",
         f"record files: {rs.n_files}; valid records: {rs.n_records}; skipped (not records): {len(rs.skipped)}"
         + (f"; left out by where={c['where']}: {rs.filtered_out}" if c["where"] else ""),
-        f"main setting: {note}",
+        f"main setting: {ctx.note}",
         "settings present (seed, batch_index) → archs: "
-        + ", ".join(f"{s} → {n}" for s, n in sorted(settings_counts(entries).items())),
-        f"architectures in the main setting: {len(main)}; with usable {primary}: {n_usable}",
-        f"metrics: {len(metrics)}; targets: {', '.join(targets)} (quality = {', '.join(map(quality_label, targets))})",
+        + ", ".join(f"{s} → {n}" for s, n in sorted(settings_counts(ctx.entries).items())),
+        f"architectures in the main setting: {len(ctx.main)}; with usable {primary}: {n_usable}",
+        f"metrics: {len(ctx.metrics)}; targets: {', '.join(ctx.targets)} "
+        f"(quality = {', '.join(map(quality_label, ctx.targets))})",
         "merging: records of the same (space, arch, seed, batch_index) are merged; a train record's ground "
         "truth takes precedence over a score record's",
     ]
     if rs.conflicts:
         lines.append(f"conflicting values for the same metric in merged records: {len(rs.conflicts)} "
                      f"(first kept; first: {rs.conflicts[0]}); select one sweep with where=...")
-    for path, why in rs.skipped[:5]:
-        lines.append(f"skipped: {why}")
+    lines += [f"skipped: {why}" for _, why in rs.skipped[:5]]
     o.section("Records", report.bullet(lines), "summary/records")
+    kinds_arch = excl[excl["metric"] == "*"].groupby(["target", "kind"]).size()
     arch_lines = [f"{kind} ({tgt}): {n}" for (tgt, kind), n in kinds_arch.items()]
     body = ("Each excluded (architecture, metric) is counted once, under the first reason that applies "
             f"(record error, then ground truth of {primary}, then the score). Every reason is listed in "
             "`exclusions.csv`.\n\n" + (report.bullet(arch_lines) + "\n\n" if arch_lines else "")
             + report.md_table(counts))
     o.section(f"Architectures per metric and exclusions (target {primary})", body, "tables/exclusions")
+    return n_usable
 
-    # --- correlations
-    corr = correlation_table(df, metrics, targets, c["bootstrap"], c["ci"], c["seed"])
+
+def _correlation_section(ctx: _Ctx) -> None:
+    """correlations.csv, the sorted table against the paper, scatter grid, τ bars (and heatmap)."""
+    o, c, primary, targets = ctx.o, ctx.c, ctx.primary, ctx.targets
+    corr = correlation_table(ctx.df, ctx.metrics, targets, c["bootstrap"], c["ci"], c["seed"])
     order = {t: i for i, t in enumerate(targets)}
-    corr = corr.assign(_t=corr["target"].map(order), _a=-corr["kendall_tau"].abs().fillna(-1)).sort_values(
+    ctx.corr = corr = corr.assign(_t=corr["target"].map(order), _a=-corr["kendall_tau"].abs().fillna(-1)).sort_values(
         ["_t", "_a"]).drop(columns=["_t", "_a"]).reset_index(drop=True)
     o.csv("correlations.csv", corr)
-    too_few = corr[(corr["target"] == primary) & corr["kendall_tau"].isna()]
     body = (f"Signed correlations between each score and the quality {quality_label(primary)} (higher = better "
             f"architecture), Kendall τ-b, Spearman ρ and Pearson r from scipy.stats; {int(c['ci'] * 100)}% "
             f"percentile bootstrap CIs over {c['bootstrap']} resamples of the architectures (seed {c['seed']}). "
             "Paper columns: |τ|, |ρ| from PAPER.md (NAS-Bench-NLP: PTB test loss over 8,794 archs; NAS-Bench-BERT: "
             "GLUE over 500 archs); the paper gives signs only where noted.\n\n"
-            + report.correlation_markdown(corr, space, primary, c["ci"]))
+            + report.correlation_markdown(corr, ctx.space, primary, c["ci"]))
+    too_few = corr[(corr["target"] == primary) & corr["kendall_tau"].isna()]
     if len(too_few):
         body += "\n\nNot enough usable architectures (< 3) or constant values: " + ", ".join(
             f"{r.metric} (n={r.n})" for r in too_few.itertuples())
     o.section(f"Correlation with {primary}, sorted by |τ|", body, "tables/correlations")
+    ordered = ctx.ordered()
     if len(targets) > 1:
-        order_m = report.sort_by_abs_tau(corr, primary)["metric"].tolist()
-        o.section("Kendall τ per target", report.md_table(report.pivot_tau(corr, order_m, targets)), "tables/tau_per_target")
-    ordered = report.sort_by_abs_tau(corr, primary)["metric"].tolist()
-    if metrics:
-        o.figure("scatter", plots.scatter_grid(df, ordered, primary, corr, title, c["plots"]["log_ratio"]))
-        o.figure("tau_bars", plots.tau_bars(corr, primary, PUBLISHED.get((space, primary)), c["ci"], title))
+        o.section("Kendall τ per target", report.md_table(report.pivot_tau(corr, ordered, targets)),
+                  "tables/tau_per_target")
+    if ctx.metrics:
+        o.figure("scatter", plots.scatter_grid(ctx.df, ordered, primary, corr, ctx.title, c["plots"]["log_ratio"]))
+        o.figure("tau_bars", plots.tau_bars(corr, primary, PUBLISHED.get((ctx.space, primary)), c["ci"], ctx.title))
         if len(targets) > 1:
-            o.figure("tau_heatmap", plots.tau_heatmap(corr, ordered, targets, title))
+            o.figure("tau_heatmap", plots.tau_heatmap(corr, ordered, targets, ctx.title))
 
-    # --- search view
-    srch = search.search_table(df, metrics, primary, c["budgets"], c["draws"], c["seed"])
+
+def _search_section(ctx: _Ctx) -> None:
+    """search.csv, topk.csv and the search plot."""
+    o, c, primary, corr = ctx.o, ctx.c, ctx.primary, ctx.corr
+    srch = search.search_table(ctx.df, ctx.metrics, primary, c["budgets"], c["draws"], c["seed"])
     o.csv("search.csv", srch)
-    topk = search.top_k_table(df, metrics, primary, c["top_fraction"])
+    topk = search.top_k_table(ctx.df, ctx.metrics, primary, c["top_fraction"])
     o.csv("topk.csv", topk)
     by_tau = corr[(corr["target"] == primary) & corr["kendall_tau"].notna()].sort_values("kendall_tau", ascending=False)
     show = by_tau["metric"].head(c["plots"]["search_metrics"]).tolist()
-    body = _search_markdown(srch, topk, show, primary, c)
-    o.section(f"Search view ({primary})", body, "tables/search")
+    o.section(f"Search view ({primary})", _search_markdown(srch, topk, show, primary, c), "tables/search")
     if show:
-        o.figure("search", plots.search_plot(srch, primary, show, title))
+        o.figure("search", plots.search_plot(srch, primary, show, ctx.title))
 
-    # --- selection
-    selection = None
-    if c["select"]["metric"]:
-        sel = search.select_top_k(df, c["select"]["metric"], int(c["select"]["k"]), primary,
-                                  c["select"]["direction"], c["draws"], c["seed"])
-        selection = sel.archs
-        text = _selection_markdown(sel)
-        (out / "selection.md").write_text(text + "\n")
-        o.files.append(out / "selection.md")
-        o.section(f"Top-{len(sel.archs)} architectures by {sel.metric}", text, "tables/selection")
 
-    # --- combinations
-    comb_rows = []
-    combos = c["combine"] if c["combine"] else combine.auto_combos(corr, primary, c["combine_sizes"])
-    if combos:
-        comb_rows.append(combine.rank_combinations(df, combos, primary, corr, c["bootstrap"], c["ci"], c["seed"]))
+def _selection_section(ctx: _Ctx) -> search.Selection | None:
+    """selection.md when ``select.metric`` is set."""
+    sc = ctx.c["select"]
+    if not sc["metric"]:
+        return None
+    sel = search.select_top_k(ctx.df, sc["metric"], int(sc["k"]), ctx.primary, sc["direction"], ctx.c["draws"],
+                              ctx.c["seed"])
+    text = _selection_markdown(sel)
+    path = ctx.o.out / "selection.md"
+    path.write_text(text + "\n")
+    ctx.o.files.append(path)
+    ctx.o.section(f"Top-{len(sel.archs)} architectures by {sel.metric}", text, "tables/selection")
+    return sel
+
+
+def _combination_section(ctx: _Ctx) -> dict[str, Any]:
+    """combinations.csv and its figure; returns the cross-validation verdict."""
+    o, c, primary, corr, df = ctx.o, ctx.c, ctx.primary, ctx.corr, ctx.df
+    parts = []
     best = report.sort_by_abs_tau(corr, primary).head(1)
     if len(best) and np.isfinite(best["kendall_tau"].iloc[0]):
         b = best.iloc[0]
-        comb_rows.insert(0, pd.DataFrame([{"name": f"best single: {b['metric']}", "kind": "best_single",
-                                           "metrics": b["metric"], "evaluation": "in-sample (chosen by |τ|)",
-                                           **{k: b[k] for k in corr.columns if k != "metric"}}]))
-    verdict = {"text": "learned combination disabled (learned.enabled=false)"}
+        parts.append(pd.DataFrame([{"name": f"best single: {b['metric']}", "kind": "best_single",
+                                    "metrics": b["metric"], "evaluation": "in-sample (chosen by |τ|)",
+                                    **{k: b[k] for k in corr.columns if k != "metric"}}]))
+    combos = c["combine"] if c["combine"] else combine.auto_combos(corr, primary, c["combine_sizes"])
+    if combos:
+        parts.append(combine.rank_combinations(df, combos, primary, corr, c["bootstrap"], c["ci"], c["seed"]))
+    verdict: dict[str, Any] = {"text": "learned combination disabled (learned.enabled=false)"}
     if c["learned"]["enabled"]:
-        cand = c["learned"]["metrics"] or metrics
+        lc = c["learned"]
         cv_table, verdict = combine.cross_validated(
-            df, cand, primary, folds=int(c["folds"]), ridge=float(c["learned"]["ridge"]),
-            top_m=int(c["learned"]["top_m"]), min_coverage=float(c["learned"]["min_coverage"]),
-            n_boot=c["bootstrap"], ci=c["ci"], seed=c["seed"])
-        comb_rows.append(cv_table)
-    comb = pd.concat([r for r in comb_rows if len(r)], ignore_index=True) if any(len(r) for r in comb_rows) else \
-        pd.DataFrame(columns=combine.COMBINATION_COLUMNS)
+            df, lc["metrics"] or ctx.metrics, primary, folds=int(c["folds"]), ridge=float(lc["ridge"]),
+            top_m=int(lc["top_m"]), min_coverage=float(lc["min_coverage"]), n_boot=c["bootstrap"], ci=c["ci"],
+            seed=c["seed"])
+        parts.append(cv_table)
+    parts = [p for p in parts if len(p)]
+    comb = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=combine.COMBINATION_COLUMNS)
     o.csv("combinations.csv", comb)
     body = ("Rank average / rank product rows pick their metrics and orient them with ground truth on the same "
             "architectures (in-sample, optimistic). The cross-validated rows fit everything on the training folds "
@@ -272,61 +341,47 @@ def _analyze_space(rs: RecordSet, space: str, c: dict[str, Any], out: Path) -> d
     if len(comb):
         view = comb[["name", "evaluation", "n"]].copy()
         view["τ [CI]"] = [report.ci_str(r.kendall_tau, r.kendall_ci_low, r.kendall_ci_high) for r in comb.itertuples()]
-        view["ρ [CI]"] = [report.ci_str(r.spearman_rho, r.spearman_ci_low, r.spearman_ci_high) for r in comb.itertuples()]
+        view["ρ [CI]"] = [report.ci_str(r.spearman_rho, r.spearman_ci_low, r.spearman_ci_high)
+                          for r in comb.itertuples()]
         body += report.md_table(view)
-        o.figure("combinations", plots.combination_bars(comb, title))
+        o.figure("combinations", plots.combination_bars(comb, ctx.title))
     o.section(f"Combined metrics ({primary})", body, "tables/combinations")
+    return verdict
 
-    # --- ablation
-    abl = ablation_mod.ablation(entries, metrics, primary, setting)
-    if not abl.empty:
-        o.csv("ablation.csv", abl.spread)
-        o.csv("ablation_tau.csv", abl.repeat_tau)
-        body = ("Spread of each metric's score across repeats of the same architecture (within) against across "
-                "architectures (between); ratio = within_sd / between_sd. τ columns: Kendall τ of each repeat "
-                f"with {quality_label(primary)}.\n\n" + report.md_table(abl.spread))
-        o.section("Ablation: minibatches and seeds", body, "tables/ablation")
-        for axis in abl.axes:
-            o.figure(f"ablation_{axis}", plots.ablation_boxes(abl.scores, abl.spread, axis, ordered))
-        if len(abl.repeat_tau):
-            o.figure("ablation_tau", plots.ablation_tau(abl.repeat_tau, ordered))
 
-    # --- search space
-    sub_info = None
-    if c["space_view"] is True or (c["space_view"] == "auto" and space == "nasbench_bert"):
-        sub_info = _space_view(o, c)
+def _ablation_section(ctx: _Ctx) -> None:
+    """ablation.csv, ablation_tau.csv and figures, when the records repeat architectures."""
+    abl = ablation_mod.ablation(ctx.entries, ctx.metrics, ctx.primary, ctx.setting)
+    if abl.empty:
+        return
+    o = ctx.o
+    o.csv("ablation.csv", abl.spread)
+    o.csv("ablation_tau.csv", abl.repeat_tau)
+    body = ("Spread of each metric's score across repeats of the same architecture (within) against across "
+            "architectures (between); ratio = within_sd / between_sd. τ columns: Kendall τ of each repeat "
+            f"with {quality_label(ctx.primary)}.\n\n" + report.md_table(abl.spread))
+    o.section("Ablation: minibatches and seeds", body, "tables/ablation")
+    ordered = ctx.ordered()
+    for axis in abl.axes:
+        o.figure(f"ablation_{axis}", plots.ablation_boxes(abl.scores, abl.spread, axis, ordered))
+    if len(abl.repeat_tau):
+        o.figure("ablation_tau", plots.ablation_tau(abl.repeat_tau, ordered))
 
-    # --- summary
-    head = f"# tfnas analysis: {space}\n"
-    summary = head + "\n" + "\n".join(o.sections)
-    figs = [p.name for p in o.files if p.suffix == ".png"]
+
+def _write_summary(ctx: _Ctx) -> None:
+    """summary.md, then the TensorBoard summary."""
+    o, c = ctx.o, ctx.c
+    summary = f"# tfnas analysis: {ctx.space}\n\n" + "\n".join(o.sections)
     summary += "\n## Files\n\n" + report.bullet(p.name for p in o.files) + "\n"
-    (out / "summary.md").write_text(summary)
-    o.files.append(out / "summary.md")
+    (o.out / "summary.md").write_text(summary)
+    o.files.append(o.out / "summary.md")
     if c["tensorboard"]:
-        tb = Path(c["tensorboard_dir"]) if c["tensorboard_dir"] else out / "tensorboard"
-        if len(rs.spaces()) > 1 and c["tensorboard_dir"]:
-            tb = tb / space
-        scalars = {f"tau/{r.target}/{r.metric}": r.kendall_tau for r in corr.itertuples()}
+        tb = Path(c["tensorboard_dir"]) if c["tensorboard_dir"] else o.out / "tensorboard"
+        if len(ctx.rs.spaces()) > 1 and c["tensorboard_dir"]:
+            tb = tb / ctx.space
+        scalars = {f"tau/{r.target}/{r.metric}": r.kendall_tau for r in ctx.corr.itertuples()}
         report.write_tensorboard(tb, {"summary": summary, **o.texts}, o.figures, scalars)
         o.files.append(tb)
-    info = {"n_archs": len(main), "setting_note": note, "n_usable": n_usable, "n_skipped": len(rs.skipped)}
-    console = report.console_summary(space, info, corr, primary, c["console_top"])
-    if selection is not None:
-        console += f"\n   top-{len(selection)} by {c['select']['metric']}: {sel.command()}"
-    if sub_info:
-        console += (f"\n   search space: suggested {sub_info['describe']}: median {sub_info['target']} "
-                    f"{sub_info['median']:.2f} vs {sub_info['median_full']:.2f} (full space)")
-    console += f"\n   {verdict['text']}\n   report: {out / 'summary.md'}"
-    top = report.sort_by_abs_tau(corr, primary)[["metric", "n", "kendall_tau", "kendall_ci_low", "kendall_ci_high"]]
-    return {"out_dir": str(out), "n_archs": len(main), "setting": setting, "targets": targets,
-            "top": top.to_dict("records"), "files": [str(p) for p in o.files], "selection": selection,
-            "subspace": sub_info, "combination": {k: v for k, v in verdict.items() if k != "fold_tau"},
-            "console": console, "figures": figs}
-
-
-def _truth_ok(entry, target: str) -> bool:
-    return truth_problem(entry.truth, target) is None
 
 
 def _search_markdown(srch: pd.DataFrame, topk: pd.DataFrame, show: list[str], target: str, c: dict) -> str:
