@@ -25,6 +25,7 @@ from tfnas.spaces.nasbench_nlp import (
     MissingOutputError,
     NasBenchNLP,
     Recipe,
+    InvalidRecipe,
     RecipeError,
     RecipeGenerator,
     UnknownInputError,
@@ -199,8 +200,11 @@ def test_malformed_log_names_the_file(tmp_path):
     broken_recipe = {"recepie_id": 1000000, "status": "OK", "test_losses": [5.0], "val_losses": [5.1],
                      "recepie": json.dumps({"h_new_0": {"op": "activation_tanh", "input": ["nope"]}})}
     bad.write_text(json.dumps(broken_recipe))
-    with pytest.raises(ValueError, match=re.escape(bad.name) + ".*nope"):
-        read_benchmark(tmp_path)
+    # An invalid recipe is one bad architecture, not a bad file: it is kept, and building it raises.
+    (entry,) = read_benchmark(tmp_path)
+    assert isinstance(entry.spec, InvalidRecipe) and "nope" in entry.spec.error and bad.name in entry.spec.error
+    with pytest.raises(RecipeError, match=re.escape(bad.name) + ".*nope"):
+        NasBenchNLP(tmp_path).build(entry)
     archive = tmp_path / "logs.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("logs/log_stats_model_1000001_2020-01-01_00-00-00_2.json", "not json")

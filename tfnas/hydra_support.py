@@ -91,8 +91,9 @@ def default_threads(launcher: Any = None, cores: int | None = None, env: dict | 
     Order: ``$TFNAS_THREADS`` if set; else, by the Hydra launcher of the job:
 
     - ``joblib``: ``cores // workers`` (``n_jobs=-1``: one thread per job);
-    - ``submitit`` (local or SLURM): ``cpus_per_task`` when set, else every
-      core of the job's CPU set (SLURM confines a job to its allocation);
+    - ``submitit``: ``cpus_per_task`` when set, else every core of the
+      task's CPU set on SLURM (which confines a task to its allocation) and
+      1 for ``submitit_local`` (whose jobs all start at once, unpinned);
     - ``ray``: ``ray.remote.num_cpus`` when set, else 1 (Ray's default
       reservation per task);
     - the basic launcher (one job at a time) or no Hydra: every core.
@@ -125,7 +126,10 @@ def default_threads(launcher: Any = None, cores: int | None = None, env: dict | 
         return max(1, cores // joblib_workers(launcher.get("n_jobs", -1), cores))
     if "submitit" in target:
         cpus = launcher.get("cpus_per_task")
-        return int(cpus) if cpus else cores
+        if cpus:
+            return int(cpus)
+        # SLURM confines a task to its CPUs; local jobs all start at once on every core.
+        return 1 if target.endswith("LocalLauncher") else cores
     if "hydra_ray_launcher" in target:
         remote = (launcher.get("ray") or {}).get("remote") or {}
         return max(1, int(remote.get("num_cpus") or 1))

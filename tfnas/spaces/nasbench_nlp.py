@@ -448,6 +448,22 @@ class Recipe:
 # --------------------------------------------------------------------------- generator
 
 
+@dataclasses.dataclass(frozen=True)
+class InvalidRecipe:
+    """Stands in for the recipe of a benchmark entry whose recipe failed validation.
+
+    The reader keeps such entries (so indices stay stable and a sweep can
+    record the error for that architecture alone); :meth:`NasBenchNLP.build`
+    raises :class:`RecipeError` with :attr:`error`.
+
+    Attributes:
+        error: the validation message, naming the file and the node.
+    """
+
+    error: str
+    unused: tuple = ()
+
+
 def check_sanity(recipe: Recipe) -> None:
     """Apply the benchmark generator's sanity rules to a valid recipe.
 
@@ -739,7 +755,9 @@ def parse_log(data: Mapping[str, Any], where: str) -> dict[str, Any]:
             warnings.simplefilter("ignore", UnusedNodeWarning)  # reported through Recipe.unused instead
             spec = Recipe.from_json(raw) if isinstance(raw, str) else Recipe(raw)
     except RecipeError as e:
-        raise ValueError(f"{where}: invalid recipe (recipe id {recipe_id}): {e}") from e
+        # One bad architecture must not make a whole benchmark unreadable: the
+        # entry is kept with its error, which building it raises (and a sweep records).
+        spec = InvalidRecipe(f"{where}: invalid recipe (recipe id {recipe_id}): {e}")
     status = str(data["status"])
     test_loss = _last(data["test_losses"], "test_losses", where)
     val_loss = _last(data["val_losses"], "val_losses", where)
@@ -832,7 +850,7 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
                 warnings.simplefilter("ignore", UnusedNodeWarning)
                 spec = Recipe.from_json(raw) if isinstance(raw, str) else Recipe(raw)
         except RecipeError as e:
-            raise ValueError(f"{path}: recipe {i} is invalid: {e}") from e
+            spec = InvalidRecipe(f"{path}: recipe {i} is invalid: {e}")
         entries.append({"recipe_id": None, "experiment_id": None, "spec": spec, "truth": {},
                         "meta": {"position": i, "file": str(path)}})
     return entries
@@ -1049,6 +1067,8 @@ class NasBenchNLP:
 
         from tfnas.models.awd_lm import AWDLanguageModel
 
+        if isinstance(arch.spec, InvalidRecipe):
+            raise RecipeError(arch.spec.error)
         settings = {**self.model, **overrides}
         random.seed(seed)
         np.random.seed(seed)

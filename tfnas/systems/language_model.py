@@ -1,0 +1,371 @@
+"""The Lightning system that trains a NAS-Bench-NLP language model (SPACES.md §1).
+
+Protocol (NAS-Bench-NLP ``train.py``/``main_one_model_train.py``, after
+AWD-LSTM, Merity et al. 2018):
+
+- Adam (lr 1e-3, weight decay 1.2e-6); each step's learning rate is
+  ``lr · seq_len / bptt`` for that step's drawn window length;
+- loss = cross-entropy + α·mean(dropped last-layer output²) (AR, α = 2)
+  + β·mean((h_t − h_{t−1})²) over the raw last-layer output (TAR, β = 1);
+- gradient-norm clipping at 0.25;
+- truncated BPTT in order: the hidden state is carried from one training
+  window to the next, detached, and starts from zeros at every epoch;
+- after every epoch, the mean per-token cross-entropy in eval mode of the
+  train, valid and test splits (each with a hidden state carried across its
+  windows). The benchmark stops with status ``"loss is nan!"`` when one is
+  NaN; here a non-finite training loss stops the run at once as well
+  (the weights are NaN from then on) and the epoch's losses are NaN.
+
+Manual optimization keeps the per-step learning rate and the hidden state in
+one place (:meth:`LanguageModelSystem.training_step`).
+
+Evaluation differs from the benchmark's code in one detail: the benchmark
+divides the summed window losses by the split's number of *rows* instead of
+the number of predicted rows (one fewer), which shrinks its losses by the
+factor (L − 1)/L (0.9994 on PTB test); we report the exact per-token mean.
+
+Checkpoints: :meth:`on_save_checkpoint` stores the per-epoch history, the
+losses at initialization and the global RNG states (torch, CUDA, NumPy,
+Python). A resumed run restores the RNG states at ``on_train_start``, so
+resuming from an epoch-end checkpoint reproduces an uninterrupted run (the
+window plans are seeded per epoch and the hidden state restarts each epoch).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tfnas.data.ptb_datamodule import EVAL_SPLITS
+from tfnas.models.awd_lm import LMOutput
+
+log = logging.getLogger("tfnas.train")
+
+#: The benchmark's status text of a run whose loss became NaN.
+NAN_STATUS = "loss is nan!"
+
+
+class TrainingDiverged(RuntimeError):
+    """The training or evaluation loss became NaN or infinite (benchmark status ``"loss is nan!"``)."""
+
+    status = NAN_STATUS
+
+
+def awd_loss(out: LMOutput, targets: Tensor, alpha: float, beta: float) -> tuple[Tensor, Tensor]:
+    """The AWD-LSTM training loss of one window.
+
+    Args:
+        out: the model's output on ``[s, B]`` tokens, with ``logits`` [s, B, V].
+        targets: [s, B] next-token ids.
+        alpha: AR weight on mean(output²) of the dropped last-layer output.
+        beta: TAR weight on mean((h_t − h_{t−1})²) of the raw last-layer output
+            (0 for a one-step window).
+
+    Returns:
+        ``(loss, ce)``: the regularised loss and the mean cross-entropy (nats/token).
+    """
+    ce = F.cross_entropy(out.logits.reshape(-1, out.logits.size(-1)), targets.reshape(-1))
+    loss = ce
+    if alpha:
+        loss = loss + alpha * out.output.pow(2).mean()
+    if beta and out.raw_output.size(0) > 1:
+        loss = loss + beta * (out.raw_output[1:] - out.raw_output[:-1]).pow(2).mean()
+    return loss, ce
+
+
+def scaled_lr(base_lr: float, seq_len: int, bptt: int) -> float:
+    """AWD-LSTM's per-step learning rate ``base_lr · seq_len / bptt``."""
+    return base_lr * seq_len / bptt
+
+
+def detach_hidden(hidden: list[tuple[Tensor, ...]]) -> list[tuple[Tensor, ...]]:
+    """The hidden tuples cut from their graph (truncated BPTT)."""
+    return [tuple(h.detach() for h in layer) for layer in hidden]
+
+
+def _ppl(loss: float) -> float:
+    if math.isnan(loss):
+        return math.nan
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+def _rng_state() -> dict[str, Any]:
+    # Only tensors, numbers, strings and tuples: checkpoints then load with torch.load(weights_only=True).
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": (str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class LanguageModelSystem(pl.LightningModule):
+    """Trains an :class:`~tfnas.models.awd_lm.AWDLanguageModel` with the NAS-Bench-NLP protocol.
+
+    Use with :class:`~tfnas.data.ptb_datamodule.PTBDataModule`: training
+    batches are its ordered windows, the validation loop its three
+    evaluation loaders (train, valid, test).
+
+    Args:
+        model: the language model (``forward(tokens, hidden) -> LMOutput``,
+            ``init_hidden(bsz)``).
+        lr: Adam learning rate before the per-step scaling (benchmark 1e-3).
+        wdecay: Adam (L2) weight decay (benchmark 1.2e-6).
+        clip: gradient-norm clip (benchmark 0.25; 0 disables).
+        alpha: AR weight (benchmark 2).
+        beta: TAR weight (benchmark 1).
+        bptt: the reference window length of the lr scaling (benchmark 70).
+        seed: seeds torch, NumPy and Python when a fresh run starts training
+            (after the training-free scores, whatever RNG they used).
+        eval_initial: evaluate the untrained model (valid and test, and the
+            train split's evaluated part) when a fresh run starts; logged at epoch 0.
+
+    Attributes:
+        history: one dict per completed epoch: ``epoch`` (1-based),
+            ``train_loss``, ``val_loss``, ``test_loss`` (nats/token),
+            ``seconds`` (training + evaluation wall time of the epoch).
+        initial: the losses of the untrained model (empty if not evaluated).
+        diverged: whether the run stopped with ``"loss is nan!"``.
+        last_lr: the learning rate applied at the last optimizer step.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 1e-3,
+        wdecay: float = 1.2e-6,
+        clip: float = 0.25,
+        alpha: float = 2.0,
+        beta: float = 1.0,
+        bptt: int = 70,
+        seed: int = 0,
+        eval_initial: bool = True,
+    ):
+        super().__init__()
+        if lr <= 0 or bptt < 1:
+            raise ValueError(f"lr must be > 0 and bptt >= 1, got lr={lr}, bptt={bptt}")
+        self.model = model
+        self.lr, self.wdecay, self.clip, self.alpha, self.beta = float(lr), float(wdecay), float(clip), float(alpha), float(beta)
+        self.bptt, self.seed, self.eval_initial = int(bptt), int(seed), bool(eval_initial)
+        self.automatic_optimization = False
+        self.history: list[dict[str, float]] = []
+        self.initial: dict[str, float] = {}
+        self.diverged = False
+        self.last_lr: float | None = None
+        self._hidden: list[tuple[Tensor, ...]] | None = None
+        self._restored_rng: dict[str, Any] | None = None
+        self._eval: dict[int, list[float]] = {}
+        self._eval_hidden: dict[int, list[tuple[Tensor, ...]]] = {}
+        self._epoch_t0 = time.perf_counter()
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.wdecay)
+
+    def on_train_start(self) -> None:
+        if self._restored_rng is not None:  # resumed: continue the interrupted run's random stream
+            _set_rng_state(self._restored_rng)
+            self._restored_rng = None
+            return
+        if self.eval_initial and not self.history and not self.initial:
+            self.initial = self._evaluate_untrained()
+            self._log_epoch(0, self.initial)
+        random.seed(self.seed)
+        np.random.seed(self.seed)
+        torch.manual_seed(self.seed)
+
+    def on_train_epoch_start(self) -> None:
+        self._hidden = None
+        self._epoch_t0 = time.perf_counter()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """One AWD step: carried hidden state, regularised loss, clipping, lr scaled by ``seq_len / bptt``.
+
+        Raises:
+            TrainingDiverged: the loss is NaN or infinite.
+        """
+        x, y, seq_len = batch["x"], batch["y"], int(batch["seq_len"])
+        if batch_idx == 0 or self._hidden is None:  # AWD: zero state at the start of every epoch
+            hidden = self.model.init_hidden(x.size(1))
+        else:
+            hidden = detach_hidden(self._hidden)
+        opt = self.optimizers()
+        opt.zero_grad()
+        out = self.model(x, hidden)
+        loss, ce = awd_loss(out, y, self.alpha, self.beta)
+        if not torch.isfinite(loss):
+            self.diverged = True
+            self.history.append({"epoch": self.current_epoch + 1, "train_loss": math.nan, "val_loss": math.nan,
+                                 "test_loss": math.nan, "seconds": time.perf_counter() - self._epoch_t0})
+            raise TrainingDiverged(f"{NAN_STATUS} (training loss {loss.item()} at epoch {self.current_epoch + 1}, "
+                                   f"step {batch_idx})")
+        self.manual_backward(loss)
+        if self.clip > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.clip, gradient_clip_algorithm="norm")
+        groups = opt.optimizer.param_groups
+        base = [g["lr"] for g in groups]
+        self.last_lr = scaled_lr(base[0], seq_len, self.bptt)
+        for g, b in zip(groups, base):
+            g["lr"] = scaled_lr(b, seq_len, self.bptt)
+        opt.step()
+        for g, b in zip(groups, base):
+            g["lr"] = b
+        self._hidden = detach_hidden(out.hidden)
+        return loss.detach()
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def window_loss(self, batch: dict[str, Any], hidden: list[tuple[Tensor, ...]] | None) -> tuple[float, int, list]:
+        """Summed cross-entropy of one evaluation window.
+
+        Returns:
+            ``(sum of token losses in nats, number of tokens, final hidden)``.
+        """
+        x, y = batch["x"], batch["y"]
+        if hidden is None:
+            hidden = self.model.init_hidden(x.size(1))
+        out = self.model(x, hidden)
+        s = F.cross_entropy(out.logits.reshape(-1, out.logits.size(-1)), y.reshape(-1), reduction="sum")
+        return float(s), y.numel(), detach_hidden(out.hidden)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval, self._eval_hidden = {}, {}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        hidden = None if batch_idx == 0 else self._eval_hidden.get(dataloader_idx)
+        s, n, self._eval_hidden[dataloader_idx] = self.window_loss(batch, hidden)
+        acc = self._eval.setdefault(dataloader_idx, [0.0, 0])
+        acc[0] += s
+        acc[1] += n
+
+    def on_validation_epoch_end(self) -> None:
+        """Append the epoch's losses to :attr:`history`, log them, stop on NaN.
+
+        Raises:
+            TrainingDiverged: a loss is NaN or infinite.
+        """
+        if self.trainer.sanity_checking:
+            return
+        losses = {f"{_key(i)}_loss": (s / n if n else math.nan) for i, (s, n) in self._eval.items()}
+        epoch = self.current_epoch + 1
+        row = {"epoch": epoch, **{k: losses.get(k, math.nan) for k in ("train_loss", "val_loss", "test_loss")},
+               "seconds": time.perf_counter() - self._epoch_t0}
+        self.history.append(row)
+        self._log_epoch(epoch, row)
+        if any(not math.isfinite(v) for v in losses.values()):
+            self.diverged = True
+            raise TrainingDiverged(f"{NAN_STATUS} (evaluation after epoch {epoch}: {row})")
+
+    def _evaluate_untrained(self) -> dict[str, float]:
+        """Losses of the model as it is, over the evaluation loaders (honours ``limit_val_batches``)."""
+        dm = self.trainer.datamodule
+        if dm is None or not hasattr(dm, "eval_dataloader"):
+            return {}
+        was = self.model.training
+        self.model.eval()
+        out = {}
+        try:
+            for split in EVAL_SPLITS:
+                loader = dm.eval_dataloader(split)
+                limit = _batch_limit(self.trainer.limit_val_batches, len(loader))
+                s_tot, n_tot, hidden = 0.0, 0, None
+                for k, batch in enumerate(loader):
+                    if k >= limit:
+                        break
+                    batch = {key: v.to(self.device) if isinstance(v, Tensor) else v for key, v in batch.items()}
+                    s, n, hidden = self.window_loss(batch, hidden)
+                    s_tot, n_tot = s_tot + s, n_tot + n
+                out[f"{_key(EVAL_SPLITS.index(split))}_loss"] = s_tot / n_tot if n_tot else math.nan
+        finally:
+            self.model.train(was)
+        return out
+
+    def _log_epoch(self, epoch: int, row: dict[str, float]) -> None:
+        metrics = {}
+        for name, key in (("train", "train_loss"), ("val", "val_loss"), ("test", "test_loss")):
+            if key in row:
+                metrics[f"{name}/loss"] = row[key]
+                metrics[f"{name}/ppl"] = _ppl(row[key])
+        for lg in self.trainer.loggers:
+            lg.log_metrics(metrics, step=epoch)
+        shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.endswith("/loss"))
+        log.info(f"epoch {epoch}: {shown}" + (f" ({row['seconds']:.1f}s)" if "seconds" in row else " (untrained)"))
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tfnas"] = {
+            "history": list(self.history),
+            "initial": dict(self.initial),
+            "rng": _rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("tfnas")
+        if state is None:
+            raise KeyError("not a tfnas training checkpoint: the 'tfnas' entry (history, RNG states) is missing")
+        self.history = list(state["history"])
+        self.initial = dict(state["initial"])
+        self._restored_rng = state["rng"]
+
+    # ------------------------------------------------------------------ results
+    def ground_truth(self) -> dict[str, Any]:
+        """The benchmark's ground truth from :attr:`history`.
+
+        Returns:
+            ``test_loss``, ``test_ppl`` (last epoch; NaN when the run
+            diverged), ``val_loss``, ``val_ppl``, ``train_loss`` (last epoch),
+            ``status`` (``"OK"`` or ``"loss is nan!"``) and ``epochs``
+            (epochs run, the diverged one included).
+        """
+        last = self.history[-1] if self.history else {}
+        test = math.nan if self.diverged else float(last.get("test_loss", math.nan))
+        val = float(last.get("val_loss", math.nan))
+        return {
+            "test_loss": test,
+            "test_ppl": _ppl(test),
+            "val_loss": val,
+            "val_ppl": _ppl(val),
+            "train_loss": float(last.get("train_loss", math.nan)),
+            "status": NAN_STATUS if self.diverged else "OK",
+            "epochs": len(self.history),
+        }
+
+    def curves(self) -> dict[str, list[float]]:
+        """Per-epoch lists: ``epoch``, ``train_loss``, ``val_loss``, ``test_loss``, ``seconds``."""
+        keys = ("epoch", "train_loss", "val_loss", "test_loss", "seconds")
+        return {k: [row.get(k, math.nan) for row in self.history] for k in keys}
+
+
+def _key(dataloader_idx: int) -> str:
+    """History key prefix of a validation dataloader: train, val, test."""
+    return ("train", "val", "test")[dataloader_idx]
+
+
+def _batch_limit(limit: int | float | None, n: int) -> int:
+    """Lightning's ``limit_*_batches`` semantics: an int caps, a float is a fraction."""
+    if limit is None:
+        return n
+    if isinstance(limit, float):
+        return n if limit >= 1.0 else int(n * limit)
+    return min(n, int(limit))

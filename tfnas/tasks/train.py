@@ -1,0 +1,325 @@
+"""The training task behind ``train.py``: ground-truth training of one architecture.
+
+One call trains architecture ``arch`` of the configured space with the
+benchmark's protocol and writes one record (``source="train"``) in the
+format of ``score.py``: the training-free scores of the untrained model
+(computed by :class:`~tfnas.callbacks.TrainingFreeScores` at the start of
+fit, on the scoring minibatch ``batch_index``) *and* the ground truth
+(``truth = {test_loss, test_ppl, val_loss, val_ppl, train_loss, status,
+epochs}``, per-epoch curves in ``extra["curves"]``). ``analyze.py`` reads
+such records directly; their truth takes precedence over a score record's
+copy of the benchmark's.
+
+Dispatch is on ``space.metric_space``: ``"rnn"`` (NAS-Bench-NLP, SPACES.md §1)
+is implemented; other spaces raise :class:`NotImplementedError`.
+
+Conventions
+-----------
+- *Hyperparameters*: each of ``lr, wdecay, clip, alpha, beta, dropout,
+  dropouth, dropouti, dropoute, wdrop`` is ``cfg.hparams.<key>`` when set,
+  else the architecture's benchmark log value (``arch.meta``), else
+  ``cfg.hparam_defaults.<key>`` (the benchmark's values). The values used
+  and where each came from are in ``extra["hparams"]``/``extra["hparam_sources"]``.
+- *Config hash*: the scoring settings of ``score.py`` plus every training
+  setting (protocol, hyperparameter config, epochs and batch limits), so a
+  train record never collides with a score record of the same architecture.
+- *Diverged training*: the architecture is fine, its training is not. The
+  record is ``status: "ok"`` with ``truth["status"] = "loss is nan!"``,
+  ``truth["test_loss"]`` and ``test_ppl`` NaN, ``extra["failed_training"] = True``
+  (as the benchmark reader flags a failed log with ``meta["failed"]``).
+- *Errors*: any other exception gives a ``status: "error"`` record with the
+  error text and an empty truth; nothing is raised to Hydra, so a multirun
+  continues.
+- *Checkpoints and resume*: Lightning checkpoints (``last.ckpt`` and one per
+  epoch) go to ``<checkpoint.dir>/<space>/arch_<i>_<hash>/``. ``ckpt_path=...``
+  resumes from a given checkpoint; otherwise a run resumes from its own
+  ``last.ckpt`` when there is one (``resume=false`` or ``overwrite=true``
+  start afresh). A resumed run takes its training-free scores from the
+  checkpoint, since the model is no longer untrained when fit starts.
+- *Skip*: an existing record for the same architecture and configuration is
+  kept and the job skipped, unless ``overwrite=true``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+
+from tfnas import results
+from tfnas.callbacks import TrainingFreeScores
+from tfnas.data.ptb_datamodule import PTBDataModule
+from tfnas.models.awd_lm import count_parameters
+from tfnas.systems.language_model import LanguageModelSystem, TrainingDiverged
+from tfnas.tasks.runtime import make_loggers, make_trainer, setup_runtime, to_container
+from tfnas.tasks.score import sweep_settings
+
+log = logging.getLogger("tfnas.train")
+
+#: Hyperparameters taken from the architecture's benchmark log when it has them.
+HPARAM_KEYS = ("lr", "wdecay", "clip", "alpha", "beta", "dropout", "dropouth", "dropouti", "dropoute", "wdrop")
+#: Trainer settings that change the trained model (part of the config hash).
+RESULT_TRAINER_KEYS = ("max_epochs", "max_steps", "limit_train_batches", "limit_val_batches", "precision")
+#: Model keyword arguments among :data:`HPARAM_KEYS`.
+MODEL_KEYS = ("dropout", "dropouth", "dropouti", "dropoute", "wdrop")
+
+_warned_out_of_range = False
+
+
+def resolve_hparams(
+    overrides: Mapping[str, Any] | None, defaults: Mapping[str, Any], meta: Mapping[str, Any]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """The training hyperparameters of one architecture.
+
+    Args:
+        overrides: ``cfg.hparams``: a non-null value wins.
+        defaults: ``cfg.hparam_defaults``: used when neither an override nor
+            the log gives a value.
+        meta: the architecture's ``meta`` (a benchmark log's hyperparameters).
+
+    Returns:
+        ``(values, sources)``: each key of :data:`HPARAM_KEYS` -> float, and
+        -> ``"config"``, ``"log"`` or ``"default"``.
+
+    Raises:
+        KeyError: a key missing from ``defaults`` when it is needed.
+        ValueError: an unknown key in ``overrides``.
+    """
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(HPARAM_KEYS))
+    if unknown:
+        raise ValueError(f"unknown hparams key(s) {unknown}; known: {list(HPARAM_KEYS)}")
+    values, sources = {}, {}
+    for k in HPARAM_KEYS:
+        if overrides.get(k) is not None:
+            values[k], sources[k] = float(overrides[k]), "config"
+        elif meta.get(k) is not None:
+            values[k], sources[k] = float(meta[k]), "log"
+        else:
+            if k not in defaults:
+                raise KeyError(f"hparam_defaults has no value for {k!r}")
+            values[k], sources[k] = float(defaults[k]), "default"
+    return values, sources
+
+
+def train_settings(cfg: DictConfig, space: Any, data: Any, datamodule: PTBDataModule) -> dict[str, Any]:
+    """Everything that changes a train record, except the architecture index.
+
+    The scoring settings of :func:`tfnas.tasks.score.sweep_settings` plus
+    ``task: "train"``, the data protocol, the hyperparameter config and the
+    result-changing trainer settings. Paths, threads and checkpointing are left out.
+    """
+    trainer_cfg = dict(to_container(cfg.trainer))
+    return {
+        **sweep_settings(cfg, space, data),
+        "task": "train",
+        "train_data": datamodule.describe(),
+        "hparams": dict(to_container(cfg.hparams) or {}),
+        "hparam_defaults": dict(to_container(cfg.hparam_defaults)),
+        "trainer": {k: trainer_cfg.get(k) for k in RESULT_TRAINER_KEYS},
+    }
+
+
+def make_datamodule(cfg: DictConfig) -> PTBDataModule:
+    """The PTB training data of ``cfg`` (location from the ``data`` group, protocol from the top level)."""
+    vb = cfg.variable_bptt
+    return PTBDataModule(
+        data_dir=cfg.data.get("data_dir"),
+        source=cfg.data.get("source", "auto"),
+        batch_size=int(cfg.batch_size),
+        eval_batch_size=int(cfg.eval_batch_size),
+        bptt=int(cfg.bptt),
+        eval_bptt=int(cfg.eval_bptt),
+        seed=int(cfg.seed),
+        variable_bptt=bool(vb.enabled),
+        full_prob=float(vb.full_prob),
+        bptt_std=float(vb.std),
+        min_seq_len=int(vb.min_len),
+        train_eval_batches=cfg.get("train_eval_batches"),
+    )
+
+
+class InitialScores(pl.Callback):
+    """Keeps the training-free scores of the untrained model in every checkpoint.
+
+    Args:
+        scorer: the run's :class:`~tfnas.callbacks.TrainingFreeScores`, or
+            None for a resumed run (its scores come from the checkpoint).
+    """
+
+    def __init__(self, scorer: TrainingFreeScores | None):
+        self.scorer = scorer
+        self.restored: dict[str, Any] | None = None
+
+    def result(self) -> dict[str, Any] | None:
+        """``{"scores", "reasons", "seconds"}`` of the untrained model, or None."""
+        if self.scorer is not None and self.scorer.result is not None:
+            r = self.scorer.result
+            return {"scores": dict(r.scores), "reasons": dict(r.reasons), "seconds": float(r.seconds)}
+        return self.restored
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.result() or {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.restored = dict(state_dict) if state_dict else None
+
+
+def run_dir(cfg: DictConfig, space_name: str, index: int, chash: str) -> Path:
+    """The checkpoint folder of one training run."""
+    return Path(cfg.checkpoint.dir) / space_name / f"arch_{index:06d}_{chash}"
+
+
+def _resume_from(cfg: DictConfig, folder: Path) -> str | None:
+    if cfg.get("ckpt_path"):
+        p = Path(str(cfg.ckpt_path)).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+        return str(p)
+    last = folder / "last.ckpt"
+    if cfg.get("resume", True) and not cfg.get("overwrite", False) and last.is_file():
+        return str(last)
+    return None
+
+
+def train_one(
+    cfg: DictConfig, space: Any, data: Any, datamodule: PTBDataModule, index: int, settings: dict, chash: str
+) -> results.Record:
+    """Train architecture ``index`` and return its record (never raises for the architecture's faults)."""
+    t0 = time.perf_counter()
+    rec = results.Record(space=space.name, arch=index, benchmark_id=None, seed=int(cfg.seed), config_hash=chash,
+                         source="train", settings=dict(settings, arch=index))
+    try:
+        arch = space[index]
+        rec.benchmark_id = arch.benchmark_id
+        hp, sources = resolve_hparams(to_container(cfg.hparams), to_container(cfg.hparam_defaults), arch.meta)
+        model = space.build(arch, seed=int(cfg.seed), ntoken=datamodule.ntoken, **{k: hp[k] for k in MODEL_KEYS})
+        system = LanguageModelSystem(
+            model, lr=hp["lr"], wdecay=hp["wdecay"], clip=hp["clip"], alpha=hp["alpha"], beta=hp["beta"],
+            bptt=int(cfg.bptt), seed=int(cfg.seed), eval_initial=bool(cfg.eval_initial),
+        )
+        folder = run_dir(cfg, space.name, index, chash)
+        ckpt = _resume_from(cfg, folder)
+        scorer = None
+        if ckpt is None:
+            scorer = TrainingFreeScores(space.metric_space, data.scoring_batch(int(cfg.batch_index)), cfg.metrics.names,
+                                        seed=int(cfg.seed), paper_compat=bool(cfg.paper_compat), log_step=0)
+        keeper = InitialScores(scorer)
+        checkpointing = ModelCheckpoint(
+            dirpath=str(folder), filename="epoch{epoch:03d}", auto_insert_metric_name=False, save_last=True,
+            save_top_k=int(cfg.checkpoint.save_top_k), every_n_epochs=int(cfg.checkpoint.every_n_epochs),
+            save_on_train_epoch_end=True, enable_version_counter=False,
+        )
+        loggers = make_loggers(cfg.logger, str(Path(cfg.results_dir) / "tensorboard"), f"{space.name}_train",
+                               f"arch_{index:06d}_{chash}")
+        trainer_cfg = {**dict(to_container(cfg.trainer)), "default_root_dir": str(folder)}
+        callbacks = ([scorer] if scorer else []) + [keeper, checkpointing]
+        trainer = make_trainer(trainer_cfg, loggers, callbacks)
+        log.info(f"arch {index} (id {arch.benchmark_id}): training {count_parameters(model):,} parameters"
+                 + (f", resuming from {ckpt}" if ckpt else "") + f"; checkpoints in {folder}")
+        t_fit = time.perf_counter()
+        try:
+            trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt)
+        except TrainingDiverged as exc:
+            log.warning(f"arch {index}: {exc}")
+        if not system.history:
+            raise RuntimeError("no evaluation ran, so there is no ground truth: trainer.max_epochs and "
+                               "trainer.limit_val_batches must be > 0")
+        initial = keeper.result() or {}
+        rec.scores, rec.reasons = dict(initial.get("scores", {})), dict(initial.get("reasons", {}))
+        rec.truth = system.ground_truth()
+        rec.extra.update({
+            "curves": system.curves(),
+            "initial": dict(system.initial),
+            "hparams": hp,
+            "hparam_sources": sources,
+            "failed_training": system.diverged,
+            "benchmark_truth": dict(arch.truth),
+            "num_params": count_parameters(model),
+            "score_seconds": initial.get("seconds"),
+            "train_seconds": time.perf_counter() - t_fit,
+            "resumed_from": ckpt,
+            "checkpoint_dir": str(folder),
+        })
+    except Exception as exc:  # recorded, never raised: one architecture must not stop a sweep
+        rec.status, rec.error = "error", f"{type(exc).__name__}: {exc}"
+        rec.truth = {}
+        rec.extra["traceback"] = traceback.format_exc(limit=8)
+    rec.seconds = time.perf_counter() - t0
+    return rec
+
+
+def train_rnn(cfg: DictConfig, space: Any) -> dict[str, Any]:
+    """Train one NAS-Bench-NLP architecture (``cfg.arch``); see the module docstring."""
+    global _warned_out_of_range
+    counts: dict[str, Any] = {"ok": 0, "error": 0, "skipped": 0, "out_of_range": 0, "record": None, "truth": {}}
+    index = int(cfg.arch)
+    if not 0 <= index < len(space):
+        counts["out_of_range"] = 1
+        if not _warned_out_of_range:
+            log.warning(f"arch={index} is beyond the space: {space.name} has {len(space)} architectures "
+                        f"(arch=0..{len(space) - 1}); nothing to train. Further out-of-range jobs are skipped silently.")
+            _warned_out_of_range = True
+        return counts
+    data = instantiate(cfg.data, _convert_="all")
+    datamodule = make_datamodule(cfg)
+    settings = train_settings(cfg, space, data, datamodule)
+    chash = results.config_hash(dict(settings, arch=index))
+    path = results.record_path(cfg.results_dir, space.name, index, chash)
+    counts["record"] = str(path)
+    if path.is_file() and not cfg.get("overwrite", False):
+        counts["skipped"] = 1
+        counts["truth"] = results.load(path).get("truth", {})
+        log.info(f"arch {index}: record {path} exists, skipped")
+        return counts
+    rec = train_one(cfg, space, data, datamodule, index, settings, chash)
+    results.save(rec, cfg.results_dir)
+    counts[rec.status] += 1
+    counts["truth"] = rec.truth
+    ident = f"arch {index} (id {rec.benchmark_id})"
+    if rec.status == "ok":
+        t = rec.truth
+        log.info(f"{ident} {t['status']} in {rec.seconds:.1f}s: test_loss={_fmt(t['test_loss'])} "
+                 f"test_ppl={_fmt(t['test_ppl'])} val_loss={_fmt(t['val_loss'])} after {t['epochs']} epoch(s) -> {path}")
+    else:
+        log.error(f"{ident} ERROR {rec.seconds:.1f}s {rec.error} -> {path}")
+    return counts
+
+
+def _fmt(v: float) -> str:
+    return "nan" if isinstance(v, float) and math.isnan(v) else f"{v:.4f}"
+
+
+#: metric space -> training function; NAS-Bench-BERT ("bert") is to come.
+TRAINERS: dict[str, Callable[[DictConfig, Any], dict[str, Any]]] = {"rnn": train_rnn}
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train the configured architecture with its space's ground-truth protocol.
+
+    Returns:
+        ``{"ok", "error", "skipped", "out_of_range"}`` counts of this job,
+        ``record`` (the record's path, None when out of range) and ``truth``
+        (the record's ground truth).
+
+    Raises:
+        NotImplementedError: a space whose training is not implemented yet
+            (only ``nasbench_nlp``, metric space ``"rnn"``, is).
+    """
+    setup_runtime(cfg.get("threads"))
+    space = instantiate(cfg.space, _convert_="all")
+    fn = TRAINERS.get(space.metric_space)
+    if fn is None:
+        raise NotImplementedError(
+            f"ground-truth training is implemented for metric space(s) {sorted(TRAINERS)} (space=nasbench_nlp); "
+            f"{space.name} (metric space {space.metric_space!r}) is not supported yet"
+        )
+    return fn(cfg, space)
