@@ -6,9 +6,10 @@ For each of N real architectures of the WikiText-2 logs (PTB scoring batch
 - plain:   the recurrent layers over the scoring batch, no decoder, no grad;
 - hidcov:  ``engine.score`` with hidden covariance alone;
 - full:    ``engine.score`` with every paper metric (shared passes);
-- split:   every metric family scored on its own passes, one
-           ``engine.score`` call per family (the paper's procedure: each
-           metric ran its own forward/backward).
+- split:   the paper's procedure: every metric computed on its own passes,
+           one ``engine.score`` call per metric family, and each noise
+           family running its clean pass plus one separate pass per noise
+           amplitude (the paper ran each noised input on its own).
 
 Each is timed ``--repeats`` times interleaved and the minimum kept; the
 script prints per-architecture ratios and their medians. Model construction
@@ -27,6 +28,7 @@ import torch
 
 from tfnas import engine
 from tfnas.data.ptb import PTBScoringData
+from tfnas.passes.rnn import NOISE_NEEDS, noise_pass
 from tfnas.paths import default_data_dir
 from tfnas.spaces.nasbench_nlp import NasBenchNLP
 
@@ -42,6 +44,19 @@ FAMILIES = [
     "jacobian_more_noise",
     "num_params",
 ]
+
+
+def paper_procedure(model, batch) -> None:
+    """Every metric on its own passes; noised inputs one amplitude at a time."""
+    for family in FAMILIES:
+        if family in NOISE_NEEDS:
+            engine.score("rnn", model, batch, ["jacobian_cosine"])  # its clean Jacobian pass
+            for amp in NOISE_NEEDS[family]:
+                ctx = engine.ScoringContext("rnn", model, batch, options={"amplitudes": [amp]})
+                with torch.enable_grad():
+                    noise_pass(ctx)
+        else:
+            engine.score("rnn", model, batch, [family])
 
 
 def _time(fn, repeats: int) -> float:
@@ -82,7 +97,7 @@ def main() -> None:
             "plain": _time(plain, args.repeats),
             "hidcov": _time(lambda: engine.score("rnn", model, batch, ["hidden_covariance"]), args.repeats),
             "full": _time(lambda: engine.score("rnn", model, batch, FAMILIES), args.repeats),
-            "split": _time(lambda: [engine.score("rnn", model, batch, [f]) for f in FAMILIES], args.repeats),
+            "split": _time(lambda: paper_procedure(model, batch), args.repeats),
         }
         r = {k: t[k] / t["plain"] for k in ("hidcov", "full", "split")}
         r["speedup"] = t["split"] / t["full"]
@@ -97,8 +112,8 @@ def main() -> None:
         f"\nmedians over {len(rows)} architectures ({torch.get_num_threads()} threads):\n"
         f"  hidden covariance alone: {med['hidcov']:.2f}x one plain forward (target <= 1.3)\n"
         f"  full suite:              {med['full']:.2f}x one plain forward (target <= 8)\n"
-        f"  one pass per metric:     {med['split']:.2f}x one plain forward\n"
-        f"  shared engine speed-up:  {med['speedup']:.2f}x faster than one pass per metric (target >= 3)"
+        f"  paper's procedure:       {med['split']:.2f}x one plain forward (one pass per metric)\n"
+        f"  shared engine speed-up:  {med['speedup']:.2f}x faster than the paper's procedure (target >= 3)"
     )
 
 

@@ -100,6 +100,9 @@ def _wants_codes(ctx: ScoringContext) -> bool:
 
 
 def _noise_keys(ctx: ScoringContext) -> list[str]:
+    """The amplitudes to run: ``options["amplitudes"]`` if given, else those the requested metrics read."""
+    if "amplitudes" in ctx.options:
+        return list(ctx.options["amplitudes"])
     return [k for k in AMPLITUDES if any(k in NOISE_NEEDS.get(m, ()) for m in ctx.requested)]
 
 
