@@ -1,9 +1,20 @@
-"""Collect per-architecture records into one table per space (end of a sweep)."""
+"""Collect per-architecture records into one table per space (end of a sweep).
+
+The ``SweepSummary`` Hydra callback calls :func:`collect` when a multirun
+ends. When the launching command did not live to the end of the sweep (a
+SLURM array left running after logging out, a killed sweep), rebuild the
+table by hand::
+
+    python -m tfnas.collect results/
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
@@ -49,3 +60,24 @@ def collect(results_dir: str | Path) -> dict[str, Path]:
         log.info(f"{space}: {len(part)} records ({counts}) -> {path}")
         out[str(space)] = path
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tfnas.collect RESULTS_DIR...``: write each folder's ``records.csv`` tables.
+
+    Returns:
+        0, or 1 when a folder holds no record.
+    """
+    ap = argparse.ArgumentParser(prog="python -m tfnas.collect", description=main.__doc__)
+    ap.add_argument("results_dirs", nargs="+", help="folders holding arch_*.json records (any depth)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    status = 0
+    for d in args.results_dirs:
+        if not collect(d):
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,9 @@ Importing this module registers the resolvers the configs use:
 - ``tfnas_threads``: the default torch thread count of one job, derived from
   the chosen Hydra launcher so that parallel jobs do not oversubscribe the
   cores (see :func:`default_threads`).
+- ``tfnas_gpu``: Lightning ``devices`` spreading the jobs of a multirun over
+  the GPUs of one machine, ``'trainer.devices=${tfnas_gpu:}'`` (see
+  :func:`gpu_for_job`).
 """
 
 from __future__ import annotations
@@ -136,6 +139,30 @@ def default_threads(launcher: Any = None, cores: int | None = None, env: dict | 
     return cores
 
 
+def gpu_for_job(job_num: int, n_gpus: int) -> int | list[int]:
+    """Lightning ``devices`` for job ``job_num`` on a machine with ``n_gpus`` visible GPUs.
+
+    With several GPUs, job k gets GPU ``k mod n_gpus`` (``[index]``), so
+    parallel jobs of one machine (joblib) spread over all its GPUs instead of
+    all landing on the first; otherwise ``1`` (one device of whatever
+    accelerator Lightning picks).
+    """
+    return [int(job_num) % n_gpus] if n_gpus > 1 else 1
+
+
+def job_devices() -> int | list[int]:
+    """:func:`gpu_for_job` for the running Hydra job (job number 0 outside a multirun)."""
+    import torch
+
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        num = HydraConfig.get().job.get("num") or 0
+    except ValueError:
+        num = 0
+    return gpu_for_job(int(num), torch.cuda.device_count())
+
+
 def _register(name: str, fn: Any, use_cache: bool = False) -> None:
     if not OmegaConf.has_resolver(name):
         OmegaConf.register_new_resolver(name, fn, use_cache=use_cache)
@@ -145,6 +172,7 @@ _register("tfnas_job", job_name)
 _register("tfnas_launch_dir", launch_dir, use_cache=True)
 _register("tfnas_abspath", absolute_path)
 _register("tfnas_threads", lambda: default_threads())
+_register("tfnas_gpu", job_devices)
 
 
 class SweepSummary(Callback):

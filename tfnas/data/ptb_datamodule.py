@@ -145,7 +145,9 @@ class TBPTTWindowSampler(Sampler):
         return train_window_plan(self.rows, self.bptt, rng, self.full_prob, self.std, self.min_len)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter(self.plan())
+        # Lazy: the plan is drawn at the first window, not when the iterator is made. A resumed
+        # Lightning run makes the iterator before it calls set_epoch for the resumed epoch.
+        yield from self.plan()
 
 
 class WindowDataset(Dataset):

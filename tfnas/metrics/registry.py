@@ -110,3 +110,4 @@ def _load_builtin() -> None:
     # first look-up so that the registry and the engine import without cycles.
     import tfnas.metrics.bert  # noqa: F401
     import tfnas.metrics.rnn  # noqa: F401
+    import tfnas.metrics.proxies  # noqa: F401

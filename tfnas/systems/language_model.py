@@ -148,6 +148,7 @@ class LanguageModelSystem(pl.LightningModule):
         initial: the losses of the untrained model (empty if not evaluated).
         diverged: whether the run stopped with ``"loss is nan!"``.
         last_lr: the learning rate applied at the last optimizer step.
+        last_loss, last_ce: the last step's regularised loss and cross-entropy.
     """
 
     def __init__(
@@ -173,6 +174,9 @@ class LanguageModelSystem(pl.LightningModule):
         self.initial: dict[str, float] = {}
         self.diverged = False
         self.last_lr: float | None = None
+        self.last_loss: float | None = None
+        self.last_ce: float | None = None
+        self._ce_sum, self._ce_n = 0.0, 0
         self._hidden: list[tuple[Tensor, ...]] | None = None
         self._restored_rng: dict[str, Any] | None = None
         self._eval: dict[int, list[float]] = {}
@@ -197,6 +201,7 @@ class LanguageModelSystem(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._hidden = None
+        self._ce_sum, self._ce_n = 0.0, 0
         self._epoch_t0 = time.perf_counter()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -232,7 +237,22 @@ class LanguageModelSystem(pl.LightningModule):
         for g, b in zip(groups, base):
             g["lr"] = b
         self._hidden = detach_hidden(out.hidden)
+        self.last_loss, self.last_ce = loss.item(), ce.item()
+        self._report_progress(batch_idx)
         return loss.detach()
+
+    def _report_progress(self, batch_idx: int) -> None:
+        """Every ``trainer.log_every_n_steps`` steps: the mean training cross-entropy since the last report."""
+        self._ce_sum, self._ce_n = self._ce_sum + self.last_ce, self._ce_n + 1
+        every = max(1, int(getattr(self.trainer, "log_every_n_steps", 50) or 50))
+        if (batch_idx + 1) % every:
+            return
+        mean = self._ce_sum / self._ce_n
+        self._ce_sum, self._ce_n = 0.0, 0
+        for lg in self.trainer.loggers:
+            lg.log_metrics({"train/step_ce": mean}, step=self.global_step)
+        log.info(f"epoch {self.current_epoch + 1} step {batch_idx + 1}: mean training cross-entropy {mean:.4f} "
+                 f"({time.perf_counter() - self._epoch_t0:.0f}s)")
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()

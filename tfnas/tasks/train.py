@@ -42,6 +42,7 @@ Conventions
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -178,6 +179,13 @@ def run_dir(cfg: DictConfig, space_name: str, index: int, chash: str) -> Path:
     return Path(cfg.checkpoint.dir) / space_name / f"arch_{index:06d}_{chash}"
 
 
+def _save_last(value: Any) -> bool | str:
+    """``checkpoint.save_last``: true (a copy), ``link`` (a symlink to the newest epoch's file)."""
+    if value in (True, "link"):
+        return value
+    raise ValueError(f"checkpoint.save_last must be true or 'link' (resuming needs last.ckpt), got {value!r}")
+
+
 def _resume_from(cfg: DictConfig, folder: Path) -> str | None:
     if cfg.get("ckpt_path"):
         p = Path(str(cfg.ckpt_path)).expanduser()
@@ -214,7 +222,8 @@ def train_one(
                                         seed=int(cfg.seed), paper_compat=bool(cfg.paper_compat), log_step=0)
         keeper = InitialScores(scorer)
         checkpointing = ModelCheckpoint(
-            dirpath=str(folder), filename="epoch{epoch:03d}", auto_insert_metric_name=False, save_last=True,
+            dirpath=str(folder), filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+            save_last=_save_last(cfg.checkpoint.get("save_last", True)),
             save_top_k=int(cfg.checkpoint.save_top_k), every_n_epochs=int(cfg.checkpoint.every_n_epochs),
             save_on_train_epoch_end=True, enable_version_counter=False,
         )
@@ -281,6 +290,9 @@ def train_rnn(cfg: DictConfig, space: Any) -> dict[str, Any]:
         log.info(f"arch {index}: record {path} exists, skipped")
         return counts
     rec = train_one(cfg, space, data, datamodule, index, settings, chash)
+    # The Trainer and the system reference each other; collect the cycle now so that a
+    # multirun in one process does not hold every trained model and optimizer state.
+    gc.collect()
     results.save(rec, cfg.results_dir)
     counts[rec.status] += 1
     counts["truth"] = rec.truth
@@ -299,7 +311,13 @@ def _fmt(v: float) -> str:
 
 
 #: metric space -> training function; NAS-Bench-BERT ("bert") is to come.
-TRAINERS: dict[str, Callable[[DictConfig, Any], dict[str, Any]]] = {"rnn": train_rnn}
+def _train_bert(cfg: DictConfig, space: Any) -> dict[str, Any]:
+    from tfnas.tasks.train_bert import train_bert  # imported on use: the ELECTRA stack is heavy
+
+    return train_bert(cfg, space)
+
+
+TRAINERS: dict[str, Callable[[DictConfig, Any], dict[str, Any]]] = {"rnn": train_rnn, "bert": _train_bert}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
