@@ -15,6 +15,7 @@ the growth between the last two and its rate (least-squares slope over
 
     python bench/memory.py --archs 500 --metrics hidden_covariance,num_params
     python bench/memory.py --archs 100 --metrics jacobian_cosine,hidden_synaptic_saliency,num_params
+    python bench/memory.py --archs 60 --from 10 --metrics ... --trim   # live memory, without glibc's free heap
 """
 
 from __future__ import annotations
@@ -58,20 +59,40 @@ def live_objects() -> dict[str, int]:
     return counts
 
 
-class RSSSampler(logging.Handler):
-    """Samples RSS whenever the scoring task logs an architecture's outcome."""
+def malloc_trim() -> None:
+    """Return the C heap's free memory to the system (glibc ``malloc_trim(0)``).
 
-    def __init__(self, probe_every: int):
+    Raises:
+        OSError: no glibc (``--trim`` is Linux/glibc only).
+    """
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class RSSSampler(logging.Handler):
+    """Samples RSS whenever the scoring task logs an architecture's outcome.
+
+    Args:
+        probe_every: count live objects every K architectures (0: never).
+        trim: call :func:`malloc_trim` before each sample, so the sample shows
+            memory still in use rather than free heap glibc keeps.
+    """
+
+    def __init__(self, probe_every: int, trim: bool = False):
         super().__init__(level=logging.INFO)
         self.samples: list[tuple[int, float, float]] = []  # (architectures done, RSS MB, seconds)
         self.probes: list[tuple[int, dict]] = []
         self.probe_every = probe_every
+        self.trim = trim
         self.t0 = time.perf_counter()
 
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
         if not msg.startswith("arch "):
             return
+        if self.trim:
+            malloc_trim()
         n = len(self.samples) + 1
         self.samples.append((n, rss_mb(), time.perf_counter() - self.t0))
         if self.probe_every and n % self.probe_every == 0:
@@ -99,6 +120,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--logger", default="tensorboard", choices=["tensorboard", "none"])
     ap.add_argument("--probe-every", type=int, default=50, help="count live objects every K architectures (0: never)")
+    ap.add_argument("--trim", action="store_true", help="malloc_trim(0) before each sample (free heap vs. live memory)")
     ap.add_argument("--csv", default=None, help="write the samples (archs, rss_mb, seconds) here")
     ap.add_argument("--results-dir", default=None, help="records folder (default: a new temporary folder)")
     args = ap.parse_args()
@@ -124,7 +146,7 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="score", overrides=overrides)
     logging.basicConfig(level=logging.WARNING)
-    sampler = RSSSampler(args.probe_every)
+    sampler = RSSSampler(args.probe_every, args.trim)
     task_log = logging.getLogger("tfnas.score")
     task_log.setLevel(logging.INFO)
     task_log.addHandler(sampler)
@@ -144,7 +166,7 @@ def main() -> None:
     rate = slope_per_100([(n, r) for n, r, _ in s if n >= args.start])
     print(
         f"\n{counts}; {s[-1][2]:.0f} s ({s[-1][2] / len(s):.2f} s per architecture), metrics {args.metrics}, "
-        f"{args.threads} thread(s), logger {args.logger}\n"
+        f"{args.threads} thread(s), logger {args.logger}{', malloc_trim before each sample' if args.trim else ''}\n"
         f"RSS before scoring {start_rss:.1f} MB, after arch 1 {at[1]:.1f} MB, after arch {args.start} "
         f"{at[args.start]:.1f} MB, after arch {args.archs} {at[args.archs]:.1f} MB, peak {max(at.values()):.1f} MB\n"
         f"growth from arch {args.start} to {args.archs}: {growth:+.1f} MB "

@@ -54,6 +54,7 @@ def records(results_dir: Path, space: str = "nasbench_nlp") -> Counter:
 
 
 def score_cmd(overrides: list[str]) -> list[str]:
+    """``python score.py -m <overrides>`` as an argument list."""
     return [PY, str(REPO / "score.py"), "-m", *overrides]
 
 
@@ -81,6 +82,7 @@ def run(cmd: list[str], log: Path) -> tuple[float, float]:
 
 
 def common(args: argparse.Namespace, out: Path) -> list[str]:
+    """Overrides every run shares: the metric set, no TensorBoard, logs under ``out``."""
     return [f"metrics.names=[{args.metrics}]", "logger=none", f"paths.log_dir={out / 'logs'}"]
 
 
@@ -93,6 +95,11 @@ VARIANTS = {
 
 
 def bench_launchers(args: argparse.Namespace, out: Path) -> None:
+    """The same sweep with each launcher variant, interleaved; prints wall and CPU times.
+
+    Raises:
+        SystemExit: a run did not leave exactly one record per architecture.
+    """
     arch = f"arch=range(0,{args.archs})"
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
@@ -125,6 +132,11 @@ def bench_launchers(args: argparse.Namespace, out: Path) -> None:
 
 
 def bench_shards(args: argparse.Namespace, out: Path) -> None:
+    """A sharded submitit_local sweep; checks one record per architecture and the combined table.
+
+    Raises:
+        SystemExit: missing or duplicate records, or no records.csv.
+    """
     res = out / "shards"
     before = load()
     cmd = score_cmd(
@@ -150,6 +162,12 @@ def bench_shards(args: argparse.Namespace, out: Path) -> None:
 
 
 def bench_resume(args: argparse.Namespace, out: Path) -> None:
+    """Kill a joblib sweep mid-way, complete it with ``tfnas.sweep missing``, check the records.
+
+    Raises:
+        SystemExit: the sweep ended before the kill, the missing list is wrong,
+            or the final records are not exactly one per architecture.
+    """
     res = out / "resume"
     sweep = [f"arch=range(0,{args.archs})", f"metrics.names=[{args.metrics}]", "logger=none"]
     cmd = score_cmd(["hydra/launcher=joblib", *sweep, f"paths.results_dir={res}", f"paths.log_dir={out / 'logs'}"])

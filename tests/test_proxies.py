@@ -30,7 +30,11 @@ from tfnas.spaces.nasbench_nlp import Recipe
 PROXIES = ["grad_norm", "snip", "grasp", "fisher", "synflow", "naswot", "zen"]
 PASSES = ["proxy_loss", "proxy_loss_hvp", "proxy_codes", "proxy_synflow", "proxy_zen"]
 VANILLA = {"f": {"op": "linear", "input": ["x", "h_prev_0"]}, "h_new_0": {"op": "activation_tanh", "input": ["f"]}}
-ACTS = {"activation_tanh": torch.tanh, "activation_sigm": torch.sigmoid, "activation_leaky_relu": lambda t: F.leaky_relu(t, 0.01)}
+ACTS = {
+    "activation_tanh": torch.tanh,
+    "activation_sigm": torch.sigmoid,
+    "activation_leaky_relu": lambda t: F.leaky_relu(t, 0.01),
+}
 SEED = 3
 
 

@@ -221,7 +221,8 @@ def _run(args, cwd, timeout=300):
     return proc
 
 
-def test_sharded_submitit_sweep_then_resume_only_the_missing(tmp_path, data_dir):
+@pytest.mark.slow
+def test_sharded_submitit_sweep_then_resume_only_the_missing(tmp_path, data_dir, monkeypatch, capsys):
     """submitit_local, 2 shards x 2 archs, started from another directory with a relative results path and
     hydra.job.chdir=true (jobs run inside their own folders); then two records are lost and the resume
     command's output sweeps exactly those two."""
@@ -244,11 +245,13 @@ def test_sharded_submitit_sweep_then_resume_only_the_missing(tmp_path, data_dir)
         p.unlink()
     kept = {p.name: p.stat().st_mtime_ns for p in (res / "nasbench_nlp").glob("arch_*.json")}
     assert len(kept) == 2
-    found = _run(["-m", "tfnas.sweep", "missing", "arch=range(0,4)", *common], cwd=tmp_path)
-    assert found.stdout.split() == ["arch=1,2"]
-    assert "2 missing" in found.stderr
+    monkeypatch.chdir(tmp_path)  # the command line below, run where the sweep was started
+    assert sweep.main(["missing", "arch=range(0,4)", *common]) == 0
+    found = capsys.readouterr()
+    assert found.out.split() == ["arch=1,2"]
+    assert "4 architectures of nasbench_nlp, 2 with a record, 2 missing" in found.err
 
-    _run([str(REPO_ROOT / "score.py"), "-m", *found.stdout.split(), *common], cwd=tmp_path)
+    _run([str(REPO_ROOT / "score.py"), "-m", *found.out.split(), *common], cwd=tmp_path)
     assert _records(res) == Counter({0: 1, 1: 1, 2: 1, 3: 1})
     assert {p.name: p.stat().st_mtime_ns for p in (res / "nasbench_nlp").glob("arch_*.json") if p.name in kept} == kept
     resumed = sorted(p.parent.name for p in (tmp_path / "logs").rglob("arch_*/score.log"))

@@ -455,13 +455,25 @@ def _hessian_grad(theta: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
 
 @register_pass("rnn", "proxy_loss", served_by=("proxy_loss_hvp",))
 def rnn_loss_pass(ctx: ScoringContext) -> LossOutputs:
-    """Next-token loss forward and one backward (RNN); see the module docstring."""
+    """Next-token loss forward and one backward (RNN); see the module docstring.
+
+    L = mean cross-entropy of the tied decoder's logits [seq, batch, ntoken]
+    against the batch's targets ``y`` [seq, batch]; θ = every W_j and E.
+
+    Raises:
+        TypeError: the model is not an :class:`AWDLanguageModel`.
+        ValueError: the batch has no targets, or their shape differs from the inputs'.
+    """
     return _rnn_loss(ctx, hvp=False)
 
 
 @register_pass("rnn", "proxy_loss_hvp")
 def rnn_loss_hvp_pass(ctx: ScoringContext) -> LossOutputs:
-    """``proxy_loss`` with a create_graph backward and GraSP's Hessian-gradient product (RNN)."""
+    """``proxy_loss`` with a create_graph backward and GraSP's Hessian-gradient product (RNN).
+
+    Raises:
+        TypeError, ValueError: as :func:`rnn_loss_pass`.
+    """
     return _rnn_loss(ctx, hvp=True)
 
 
@@ -690,21 +702,36 @@ def _bert_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
             g = torch.zeros_like(a) if g is None else g.detach()
             fisher.append((name, _fisher_terms(a, g, ch)))
     hg = _hessian_grad(theta, g_theta) if hvp else None
+    names = [n for n, _ in named]
     return LossOutputs(
-        float(loss.detach()), [n for n, _ in named], [t.detach() for t in theta], [g.detach() for g in g_theta], hg, fisher,
-        input_grad,
+        float(loss.detach()), names, [t.detach() for t in theta], [g.detach() for g in g_theta], hg, fisher, input_grad
     )
 
 
 @register_pass("bert", "proxy_loss", served_by=("proxy_loss_hvp",))
 def bert_loss_pass(ctx: ScoringContext) -> LossOutputs:
-    """Masked-LM loss forward (fresh ELECTRA generator head) and one backward (BERT)."""
+    """Masked-LM loss forward (fresh ELECTRA generator head) and one backward (BERT).
+
+    x = ``model.embed(masked ids)`` [B, S, H]; the encoder runs with the
+    attention mask (none in ``paper_compat``); L = mean cross-entropy of the
+    head's logits [n_masked, V] against the original tokens; θ = every
+    Linear / Conv1d / Embedding weight (the head excluded).
+
+    Raises:
+        TypeError: not a FlexiBERT model.
+        ValueError: no ``input_ids``, or ``mask_token_id`` outside the vocabulary.
+        UndefinedScore: no maskable token in the batch.
+    """
     return _bert_loss(ctx, hvp=False)
 
 
 @register_pass("bert", "proxy_loss_hvp")
 def bert_loss_hvp_pass(ctx: ScoringContext) -> LossOutputs:
-    """``proxy_loss`` with a create_graph backward and GraSP's Hessian-gradient product (BERT)."""
+    """``proxy_loss`` with a create_graph backward and GraSP's Hessian-gradient product (BERT).
+
+    Raises:
+        TypeError, ValueError, UndefinedScore: as :func:`bert_loss_pass`.
+    """
     return _bert_loss(ctx, hvp=True)
 
 
