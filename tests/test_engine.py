@@ -68,6 +68,11 @@ def _m7(ctx):
     return {"_t_overflow": math.inf}
 
 
+@register("_t_half", "rnn", needs=[], outputs=["_t_half_ok", "_t_half_undefined"])
+def _m8(ctx):
+    return {"_t_half_ok": 3.0, "_t_half_undefined": UndefinedScore("layer 2 is constant")}
+
+
 MODEL = torch.nn.Linear(2, 2)
 
 
@@ -99,6 +104,13 @@ def test_undefined_failed_and_non_finite_scores_keep_their_reasons():
         assert math.isnan(r.scores[k]) and "forward exploded" in r.reasons[k]
     assert r.scores["_t_overflow"] == math.inf and "non-finite" in r.reasons["_t_overflow"]
     assert r.scores["_t_reads_small"] == 1.0 and "_t_reads_small" not in r.reasons
+
+
+def test_one_undefined_output_leaves_the_others():
+    r = _score("_t_half")
+    assert r.scores["_t_half_ok"] == 3.0 and "_t_half_ok" not in r.reasons
+    assert math.isnan(r.scores["_t_half_undefined"])
+    assert r.reasons["_t_half_undefined"] == "layer 2 is constant"
 
 
 def test_model_mode_is_restored_and_grad_works_under_inference_mode():

@@ -200,6 +200,9 @@ def score(
                     values = {o: math.nan for o in m.outputs}
                     reasons.update({o: f"error: {type(exc).__name__}: {exc}" for o in m.outputs})
                 for k, v in values.items():
+                    if isinstance(v, UndefinedScore):  # one output of several undefined
+                        reasons[k] = v.reason
+                        v = math.nan
                     v = float(v)
                     scores[k] = v
                     if not math.isfinite(v) and k not in reasons:

@@ -27,7 +27,9 @@ COVARIANCE_K = 1e-5
 
 def _as_float64_matrix(m: torch.Tensor | np.ndarray, what: str, check_finite: bool = True) -> torch.Tensor:
     a = torch.as_tensor(m.detach() if isinstance(m, torch.Tensor) else np.asarray(m))
-    a = a.to(torch.float64)
+    # One contiguous copy: the centring and products below run several times
+    # faster on row-major data than on a transposed view (e.g. hidden states).
+    a = a.to(torch.float64, memory_format=torch.contiguous_format)
     if a.dim() != 2:
         raise ValueError(f"{what} needs a 2-D matrix, got shape {tuple(a.shape)}")
     if a.shape[0] < 2 or a.shape[1] < 2:
@@ -39,12 +41,32 @@ def _as_float64_matrix(m: torch.Tensor | np.ndarray, what: str, check_finite: bo
     return a
 
 
+def _gram(a: torch.Tensor, blocks: int = 3) -> torch.Tensor:
+    """``a @ a.T`` [rows, rows], computing only the lower block triangle and mirroring it.
+
+    torch has no symmetric rank-k product (BLAS syrk); row block i times the
+    rows up to block i's end does 2/3 of a full product's work at 3 blocks,
+    entry for entry the same dot products.
+    """
+    n = a.shape[0]
+    if n < 64 * blocks:
+        return a @ a.T
+    g = a.new_empty(n, n)
+    edges = [round(i * n / blocks) for i in range(blocks + 1)]
+    for lo, hi in zip(edges, edges[1:]):
+        part = a[lo:hi] @ a[:hi].T  # [hi - lo, hi]
+        g[lo:hi, :hi] = part
+        g[:lo, lo:hi] = part[:, :lo].T
+    return g
+
+
 def correlation(m: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Pearson correlation matrix of the rows of ``m`` [rows, cols]: float64 tensor [rows, rows].
 
-    Computed from the Gram matrix of the centred rows (one large product, the
-    cost that matters for [600, 3500] hidden states), normalised by its
-    diagonal; few passes over the input keep it cheap next to a forward pass.
+    Computed from the Gram matrix of the centred rows (the cost that matters
+    for [600, 3500] hidden states; its lower block triangle only, see
+    :func:`_gram`), normalised by its diagonal; few passes over the input
+    keep it cheap next to a forward pass.
 
     Raises:
         UndefinedScore: constant rows (zero variance), non-finite entries, or
@@ -52,8 +74,7 @@ def correlation(m: torch.Tensor | np.ndarray) -> torch.Tensor:
     """
     a = _as_float64_matrix(m, "correlation", check_finite=False)
     mean = a.mean(dim=1, keepdim=True)
-    centred = a - mean
-    gram = centred @ centred.T
+    gram = _gram(a - mean)
     if not torch.isfinite(gram).all():  # non-finite inputs always reach the Gram matrix
         raise UndefinedScore(f"correlation: matrix has {int((~torch.isfinite(a)).sum())} non-finite entries")
     var = torch.diagonal(gram).clone()  # n · variance of each row

@@ -33,7 +33,7 @@ class UndefinedScore(Exception):
         self.reason = reason
 
 
-MetricFn = Callable[["ScoringContext"], dict[str, float]]
+MetricFn = Callable[["ScoringContext"], dict[str, "float | UndefinedScore"]]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,9 @@ class Metric:
         space: ``"rnn"`` (NAS-Bench-NLP) or ``"bert"`` (NAS-Bench-BERT).
         needs: names of the passes the function reads through the context.
         outputs: score names the function returns (keys of its dict).
-        fn: ``fn(ctx) -> {score name: float}``.
+        fn: ``fn(ctx) -> {score name: float}``; raising :class:`UndefinedScore`
+            makes every output NaN, while an :class:`UndefinedScore` instance
+            as one output's value makes that output alone NaN, with its reason.
     """
 
     name: str

@@ -43,17 +43,21 @@ def hidden_covariance(ctx: ScoringContext) -> dict[str, float]:
     [hidden_l, 50·70] (rows are hidden units); S is the NASWOT v1 covariance
     score (:func:`~tfnas.metrics.common.covariance_score`). Higher is better.
 
-    Raises:
-        UndefinedScore: every state of a layer stays exactly zero (e.g.
-            recipe 1009374), or some unit never varies.
+    A layer whose states stay exactly zero (e.g. recipe 1009374), or with a
+    unit that never varies, gets NaN with the reason; the other layers keep
+    their scores.
     """
     out = ctx.get("forward")
-    scores = {}
+    scores: dict[str, float | UndefinedScore] = {}
     for i, h in enumerate(out.states):
         flat = h.reshape(-1, h.shape[-1]).t()
-        if not torch.any(flat):
-            raise UndefinedScore(f"layer {i + 1} hidden state is exactly zero at every step: correlation undefined")
-        scores[f"hidden_covariance_l{i + 1}"] = covariance_score(flat)
+        name = f"hidden_covariance_l{i + 1}"
+        try:
+            if not torch.any(flat):
+                raise UndefinedScore(f"layer {i + 1} hidden state is exactly zero at every step: correlation undefined")
+            scores[name] = covariance_score(flat)
+        except UndefinedScore as exc:
+            scores[name] = exc
     return scores
 
 
@@ -93,12 +97,10 @@ def synaptic_saliency(ctx: ScoringContext) -> dict[str, float]:
     model = passes._lm(ctx)
     total = (model.encoder.weight.detach().double() * out.embedding_grad.double()).abs().sum()
     for layer, grads in zip(model.layers, out.weight_grads):
-        h = layer.hidden_size
         for name in layer.linear_nodes:
             for j in range(1, len(layer.recipe.nodes[name].inputs)):
-                src, b = layer.blocks[(name, j)]
                 w = layer.weight(name, j).detach().double()
-                total = total + (w * grads[src][b * h : (b + 1) * h].double()).abs().sum()
+                total = total + (w * grads[layer.blocks[(name, j)]].double()).abs().sum()
     return {"synaptic_saliency": float(total)}
 
 
@@ -117,6 +119,20 @@ def hidden_synaptic_saliency(ctx: ScoringContext) -> dict[str, float]:
     return {"hidden_synaptic_saliency": total}
 
 
+def _jacobian_score(ctx: ScoringContext, key: str, kind: str) -> float:
+    """S (``kind="S"``) or Cos (``"Cos"``) of J (``key="clean"``) or of J_a (an amplitude key).
+
+    Computed once per architecture: the Jacobian and noise families read the
+    same scores, e.g. S(J) four times when all are requested.
+    """
+    grad = ctx.get("grad")
+    if (key, kind) not in grad.memo:
+        j = grad.jacobian if key == "clean" else ctx.get("noise").noise[key]  # noise: served by grad
+        fn = covariance_score if kind == "S" else cosine_score
+        grad.memo[(key, kind)] = fn(_by_sample(j))
+    return grad.memo[(key, kind)]
+
+
 @register("jacobian_covariance", "rnn", needs=["grad"])
 def jacobian_covariance(ctx: ScoringContext) -> dict[str, float]:
     """Jacobian covariance S(J), J = ∂(Σ y)/∂e arranged [50, 70·400] (NASWOT v1).
@@ -124,24 +140,22 @@ def jacobian_covariance(ctx: ScoringContext) -> dict[str, float]:
     Compat: S(e), e arranged [70, 50·400] (time steps as rows), which is what
     the paper's CSV column holds; it does not depend on the architecture.
     """
-    out = ctx.get("grad")
     if ctx.paper_compat:
-        return {"jacobian_covariance": covariance_score(out.e.reshape(out.e.shape[0], -1))}
-    return {"jacobian_covariance": covariance_score(_by_sample(out.jacobian))}
+        e = ctx.get("grad").e
+        return {"jacobian_covariance": covariance_score(e.reshape(e.shape[0], -1))}
+    return {"jacobian_covariance": _jacobian_score(ctx, "clean", "S")}
 
 
 @register("jacobian_cosine", "rnn", needs=["grad"])
 def jacobian_cosine(ctx: ScoringContext) -> dict[str, float]:
     """Cos(J): the cosine score of the Jacobian's rows (batch samples)."""
-    return {"jacobian_cosine": cosine_score(_by_sample(ctx.get("grad").jacobian))}
+    return {"jacobian_cosine": _jacobian_score(ctx, "clean", "Cos")}
 
 
 def _noise_scores(ctx: ScoringContext, keys: tuple[str, ...]) -> tuple[float, float, list[float], list[float]]:
     """S(J), Cos(J) and S(J_a), Cos(J_a) for the given amplitude keys."""
-    j = _by_sample(ctx.get("grad").jacobian)
-    noisy = ctx.get("noise").noise  # served by the grad pass when it runs anyway
-    js = [_by_sample(noisy[k]) for k in keys]
-    return covariance_score(j), cosine_score(j), [covariance_score(x) for x in js], [cosine_score(x) for x in js]
+    s, c = _jacobian_score(ctx, "clean", "S"), _jacobian_score(ctx, "clean", "Cos")
+    return s, c, [_jacobian_score(ctx, k, "S") for k in keys], [_jacobian_score(ctx, k, "Cos") for k in keys]
 
 
 @register(

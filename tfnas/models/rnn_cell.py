@@ -204,6 +204,10 @@ class RecurrentLayer(nn.Module):
             hoisted = torch.addmm(bias_x, inputs.reshape(seq * bsz, -1), wx.t()).view(seq, bsz, -1)
             if records is not None:
                 records["x"] = [(inputs, hoisted)]
+            # unbind, not hoisted[t]: the backward of one unbind stacks the step
+            # gradients once, whereas each select's backward fills a zero tensor
+            # of the whole sequence (quadratic in seq; over half of a backward).
+            hoisted_steps = hoisted.unbind(0)
         codes = capture.activation_codes if capture is not None else None
         rows = capture.code_rows if capture is not None else None
         keep_steps = capture is not None and capture.leaves
@@ -212,7 +216,7 @@ class RecurrentLayer(nn.Module):
             values: dict[str, Tensor] = {f"h_prev_{k}": hidden[k] for k in range(self.num_hidden)}
             products: dict[str, list[Tensor]] = {}
             if hoisted is not None:
-                products["x"] = hoisted[t].split(h, dim=1)
+                products["x"] = hoisted_steps[t].split(h, dim=1)
             for name in order:
                 node = nodes[name]
                 op = node.op

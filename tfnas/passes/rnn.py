@@ -16,7 +16,7 @@ METRICS.md "RNN space": the input is the PTB scoring minibatch ``x`` [70, 50];
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from torch import Tensor
 
 from tfnas.engine import ScoringContext, register_pass
 from tfnas.models.awd_lm import AWDLanguageModel
-from tfnas.models.rnn_cell import CellCapture
+from tfnas.models.rnn_cell import CellCapture, RecurrentLayer
 
 #: Noise amplitudes of the paper's Jacobian-with-noise metrics (METRICS.md).
 AMPLITUDES = {"small": 0.1, "large": 10.0, "very_large": 100.0}
@@ -61,12 +61,15 @@ class RNNGrad(RNNForward):
         jacobian: ∂(Σ y)/∂e, [seq, batch, emsize].
         state_grads: per layer, the gradient of each state h^l_t (t = 1..seq-1)
             as it leaves its cell, [seq - 1, batch, hidden_l].
-        weight_grads: per layer, ``source -> ∂(Σ y)/∂weight_<source>`` (the
-            stacked weights of :class:`~tfnas.models.rnn_cell.RecurrentLayer`);
-            None unless a metric reads weight gradients.
+        weight_grads: per layer, ``(source, block) -> ∂(Σ y)/∂W`` [hidden, size]
+            for the weight blocks that synaptic saliency reads (see
+            :func:`saliency_blocks`; blocks of the stacked weights of
+            :class:`~tfnas.models.rnn_cell.RecurrentLayer`); None unless requested.
         embedding_grad: ∂(Σ y)/∂E [ntoken, emsize]; None unless read.
         noise: amplitude key -> J_a [seq, batch, emsize] when noise metrics
             were requested (their inputs ride in the same batch).
+        memo: scores of these gradients that several metrics read (e.g. S(J)),
+            filled by the metrics; dropped with the pass output.
     """
 
     jacobian: Tensor | None = None
@@ -74,6 +77,7 @@ class RNNGrad(RNNForward):
     weight_grads: list[dict[str, Tensor]] | None = None
     embedding_grad: Tensor | None = None
     noise: dict[str, Tensor] | None = None
+    memo: dict = field(default_factory=dict, repr=False)
 
 
 def _lm(ctx: ScoringContext) -> AWDLanguageModel:
@@ -90,7 +94,7 @@ def _tokens(ctx: ScoringContext) -> Tensor:
 
 def _states(steps: list[Tensor], rows: int | None = None) -> Tensor:
     """h_prev_0 per step: the zero state, then each step's output but the last; [seq, rows, hidden]."""
-    out = torch.stack(steps[:-1])[:, :rows] if len(steps) > 1 else None
+    out = torch.stack([s[:rows] for s in steps[:-1]]) if len(steps) > 1 else None
     first = torch.zeros_like(steps[0][:rows]).unsqueeze(0)
     return first if out is None else torch.cat([first, out])
 
@@ -133,8 +137,9 @@ def grad_pass(ctx: ScoringContext) -> RNNGrad:
     same batch (samples never interact in an RNN), so one forward and one
     backward serve every metric. Weights are detached: the backward computes
     input gradients only, and the weight gradients of the clean samples that
-    synaptic saliency reads are rebuilt afterwards, per stacked weight, as one
-    large product Σ_t ∂P_tᵀ · in_t over the recorded products P_t = in_t Wᵀ.
+    synaptic saliency reads are rebuilt afterwards, per source, as one large
+    product Σ_t ∂P_tᵀ · in_t over the recorded products P_t = in_t Wᵀ,
+    restricted to the blocks it reads.
     """
     model = _lm(ctx)
     tokens = _tokens(ctx)
@@ -162,7 +167,8 @@ def grad_pass(ctx: ScoringContext) -> RNNGrad:
     _, y, _ = model.run_layers(e_all, hidden, capture=capture)
     # States t = 1..seq-1 are the outputs of steps 0..seq-2 as they leave the cell.
     leaves = [s for steps in capture.steps for s in steps[:-1]]
-    prods = [p for rec in capture.products or [] for pairs in rec.values() for _, p in pairs]
+    wanted = [saliency_blocks(layer) for layer in model.layers] if want_weights else []
+    prods = [p for rec, w in zip(capture.products or [], wanted) for src in w for _, p in rec[src]]
     grads = torch.autograd.grad(y.sum(), [e_all, *leaves, *prods], allow_unused=True)
     g_e = grads[0]
     g_of = {id(t): g for t, g in zip(leaves + prods, grads[1:])}
@@ -178,14 +184,16 @@ def grad_pass(ctx: ScoringContext) -> RNNGrad:
     weight_grads = emb_grad = None
     if want_weights:
         weight_grads = []
-        for rec in capture.products:
-            per_src = {}
-            for src, pairs in rec.items():
-                gs = [grad_of(p) for _, p in pairs]
-                g_mat = torch.cat([g[..., :n, :].reshape(-1, g.shape[-1]) for g in gs])
-                in_mat = torch.cat([x[..., :n, :].reshape(-1, x.shape[-1]) for x, _ in pairs]).detach()
-                per_src[src] = g_mat.t() @ in_mat
-            weight_grads.append(per_src)
+        for layer, rec, blocks_of in zip(model.layers, capture.products, wanted):
+            h = layer.hidden_size
+            per_block = {}
+            for src, blocks in blocks_of.items():
+                cols = torch.cat([torch.arange(b * h, (b + 1) * h, device=e.device) for b in blocks])
+                g_mat = torch.cat([grad_of(p)[..., :n, :].index_select(-1, cols).reshape(-1, cols.numel()) for _, p in rec[src]])
+                in_mat = torch.cat([x[..., :n, :].reshape(-1, x.shape[-1]) for x, _ in rec[src]]).detach()
+                full = g_mat.t() @ in_mat  # [len(blocks)·hidden, size]
+                per_block.update({(src, b): full[i * h : (i + 1) * h] for i, b in enumerate(blocks)})
+            weight_grads.append(per_block)
         emb = model.encoder.weight
         emb_grad = torch.zeros_like(emb).index_add_(0, tokens.reshape(-1), g_e[:, :n].reshape(-1, emb.shape[1]))
     return RNNGrad(
@@ -198,6 +206,20 @@ def grad_pass(ctx: ScoringContext) -> RNNGrad:
         embedding_grad=emb_grad,
         noise={k: g_e[:, n * (j + 1) : n * (j + 2)] for j, k in enumerate(keys)} if keys else None,
     )
+
+
+def saliency_blocks(layer: RecurrentLayer) -> dict[str, list[int]]:
+    """``source -> blocks`` of the stacked weights that synaptic saliency reads.
+
+    METRICS.md: the weights of inputs 2…n of every linear node (the first
+    input's weight is skipped, as the paper did); block b of source s is
+    rows b·hidden … (b+1)·hidden of ``weight_<s>``.
+    """
+    out: dict[str, list[int]] = {}
+    for (_, j), (src, b) in layer.blocks.items():
+        if j >= 1:
+            out.setdefault(src, []).append(b)
+    return {src: sorted(bs) for src, bs in out.items()}
 
 
 def noise_epsilon(seed: int, shape: tuple[int, ...]) -> np.ndarray:

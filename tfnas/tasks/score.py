@@ -28,7 +28,7 @@ from tfnas.tasks.runtime import make_loggers, make_trainer, setup_runtime, to_co
 
 log = logging.getLogger("tfnas.score")
 
-#: Scores shown on each progress line, when computed.
+#: Scores shown on each progress line, when computed (else the record's first five).
 KEY_SCORES = ("hidden_covariance_l1", "head_confidence", "activation_distance", "jacobian_cosine", "num_params")
 
 _warned_out_of_range = False
@@ -148,7 +148,9 @@ def score(cfg: DictConfig) -> dict[str, Any]:
         rec = score_one(cfg, space, data, index, settings, loggers)
         results.save(rec, cfg.results_dir)
         counts[rec.status] += 1
-        shown = " ".join(f"{k}={_fmt(rec.scores[k])}" for k in KEY_SCORES if k in rec.scores)
+        # The key scores when computed, else (e.g. a proxies-only sweep) the first few.
+        keys = [k for k in KEY_SCORES if k in rec.scores] or list(rec.scores)[:5]
+        shown = " ".join(f"{k}={_fmt(rec.scores[k])}" for k in keys)
         ident = f"arch {index} (id {rec.benchmark_id})"
         if rec.status == "ok":
             log.info(f"{ident} ok {rec.seconds:.2f}s {shown}")
