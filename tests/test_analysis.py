@@ -446,6 +446,28 @@ def test_learned_combination_on_noise_is_not_inflated():
     assert min(fit_taus) > 0.2
 
 
+def test_learned_combination_is_set_against_references_on_its_architectures():
+    rng = np.random.default_rng(5)
+    n = 120
+    df = pd.DataFrame({"arch": np.arange(n), "benchmark_id": None, "record_status": "ok"})
+    truth = rng.normal(size=n)
+    df["good"] = truth + rng.normal(size=n)
+    df["reversed"] = -(truth + 2 * rng.normal(size=n))  # anti-correlated: oriented before comparing
+    df["sparse"] = np.where(np.arange(n) < 100, rng.normal(size=n), np.nan)  # misses some architectures
+    df["glue"] = truth
+    table, verdict = combine.cross_validated(
+        df, ["good", "reversed"], "glue", n_boot=200, references=["reversed", "sparse", "absent"])
+    refs = table[table["kind"] == "reference"].set_index("metrics")
+    assert list(refs.index) == ["reversed"]  # "sparse" does not cover the same rows, "absent" is no column
+    expected = stats.kendalltau(-df["reversed"], truth).statistic
+    assert refs.loc["reversed", "kendall_tau"] == pytest.approx(expected, abs=1e-12)
+    d = verdict["reference_diff"]["reversed"]
+    ridge_tau = table.set_index("kind").loc["cv_ridge", "kendall_tau"]
+    assert d["diff"] == pytest.approx(ridge_tau - expected, abs=1e-12)
+    assert d["ci_low"] < d["diff"] < d["ci_high"]
+    assert "Against reversed alone" in verdict["text"]
+
+
 def test_rank_combinations_use_oriented_normalised_ranks(nlp_set):
     df = wide_table(load_records(nlp_set["dir"]).entries)
     corr = correlation_table(df, ["num_params", "synthetic_good"], ["test_loss"], n_boot=20)

@@ -210,6 +210,7 @@ def cross_validated(
     n_boot: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
+    references: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, dict]:
     """Cross-validated combination against the cross-validated best single metric.
 
@@ -219,15 +220,19 @@ def cross_validated(
             fewer than ``min_coverage`` of the architectures with ground
             truth are dropped (they would cost too many architectures).
         target: ground-truth column.
+        references: single metrics to set against the learned combination
+            on exactly its architectures (e.g. the paper's best metric), each
+            oriented by the sign of its τ there, which favours the reference.
 
     Returns:
         ``(table, verdict)``: rows of :data:`COMBINATION_COLUMNS` for the
-        three models (τ and CIs from pooled out-of-fold predictions), and a
-        dict with ``metrics``, ``n``, ``fold_tau`` (per-fold τ of each
-        model), ``diff`` (paired bootstrap of τ(cv_ridge) − τ(cv_best_single))
-        and ``text`` (a one-sentence conclusion). The table is empty and
-        ``text`` says why when there are fewer than 2 metrics or too few
-        architectures.
+        three models (τ and CIs from pooled out-of-fold predictions) and one
+        ``reference`` row per usable reference metric, and a dict with
+        ``metrics``, ``n``, ``fold_tau`` (per-fold τ of each model), ``diff``
+        (paired bootstrap of τ(cv_ridge) − τ(cv_best_single)), ``reference_diff``
+        (reference -> paired bootstrap of τ(cv_ridge) − τ(reference)) and
+        ``text`` (the conclusion). The table is empty and ``text`` says why
+        when there are fewer than 2 metrics or too few architectures.
     """
     has_t = np.isfinite(target_quality(df, target))
     kept, dropped = [], []
@@ -264,17 +269,36 @@ def cross_validated(
                      "target": target, **res})
         fold_tau[kind] = [_tau(preds[kind][preds["fold"] == f], q[preds["fold"] == f]) for f in range(folds)]
     diff = tau_difference(preds["cv_ridge"], preds["cv_best_single"], q, n_boot=n_boot, ci=ci, seed=seed)
-    lo, hi = diff["ci_low"], diff["ci_high"]
-    if math.isfinite(lo) and lo > 0:
-        verdict = "beats"
-    elif math.isfinite(hi) and hi < 0:
-        verdict = "is worse than"
-    else:
-        verdict = "does not significantly differ from"
+    verdict = _verdict(diff)
+    pct = int(round(ci * 100))
     text = (f"Out of fold, the learned combination (τ = {rows[2]['kendall_tau']:.3f}) {verdict} the best single "
             f"metric chosen inside the folds (τ = {rows[0]['kendall_tau']:.3f}): Δτ = {diff['diff']:+.3f}, "
-            f"{int(round(ci * 100))}% CI [{lo:+.3f}, {hi:+.3f}] (paired bootstrap), n = {n}, "
-            f"{len(metrics)} metrics.{note}")
+            f"{pct}% CI [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}] (paired bootstrap), n = {n}, "
+            f"{len(metrics)} metrics.")
+    ref_diff = {}
+    for ref in references:
+        if ref not in df.columns:
+            continue
+        x = df[ref].to_numpy(dtype=float)[mask]
+        if not np.isfinite(x).all():  # a reference must cover the same architectures to be comparable
+            continue
+        x = np.where(_tau(x, q) < 0, -1.0, 1.0) * x
+        res = correlate(x, q, n_boot=n_boot, ci=ci, seed=seed)
+        rows.append({"name": f"reference: {ref} alone", "kind": "reference", "metrics": ref,
+                     "evaluation": "same architectures, no fitting (sign chosen in-sample)", "target": target, **res})
+        d = ref_diff[ref] = tau_difference(preds["cv_ridge"], x, q, n_boot=n_boot, ci=ci, seed=seed)
+        text += (f" Against {ref} alone on the same architectures (τ = {res['kendall_tau']:.3f}): it "
+                 f"{_verdict(d)} it, Δτ = {d['diff']:+.3f}, {pct}% CI [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}].")
     return pd.DataFrame(rows, columns=COMBINATION_COLUMNS), {
         "metrics": metrics, "dropped": dropped, "n": n, "fold_tau": fold_tau, "diff": diff, "verdict": verdict,
-        "text": text}
+        "reference_diff": ref_diff, "text": text + note}
+
+
+def _verdict(diff: dict) -> str:
+    """How a paired τ difference reads: its CI above 0, below 0, or across 0."""
+    lo, hi = diff["ci_low"], diff["ci_high"]
+    if math.isfinite(lo) and lo > 0:
+        return "beats"
+    if math.isfinite(hi) and hi < 0:
+        return "is worse than"
+    return "does not significantly differ from"

@@ -126,6 +126,14 @@ PUBLISHED: dict[tuple[str, str], dict[str, Published]] = {
     },
 }
 
+#: The paper's headline metrics per space: its best metric (and, for
+#: NAS-Bench-BERT, the parameter-count baseline it compares with). The
+#: learned combination is set against each of them on its own architectures.
+HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
+    "nasbench_nlp": ("hidden_covariance_l1",),
+    "nasbench_bert": ("head_confidence", "num_params"),
+}
+
 #: Best published τ on NAS-Bench-BERT since the paper (PAPER.md): the bar to beat.
 BEST_PUBLISHED_BERT_TAU = 0.53
 

@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tfnas.analysis import ablation as ablation_mod
 from tfnas.analysis import combine, plots, report, search
-from tfnas.analysis.conventions import PUBLISHED, default_targets, quality_label
+from tfnas.analysis.conventions import HEADLINE_METRICS, PUBLISHED, default_targets, quality_label
 from tfnas.analysis.exclude import exclusion_counts, exclusion_rows, truth_problem
 from tfnas.analysis.load import RecordSet, choose_setting, load_records, metric_names, settings_counts, truth_names, wide_table
 from tfnas.analysis.stats import correlation_table
@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "budgets": [10, 100, 1000], "draws": 1000, "top_fraction": 0.1,
     "select": {"metric": None, "k": 10, "direction": "max"},
     "combine": None, "combine_sizes": [2, 3],
-    "learned": {"enabled": True, "metrics": None, "ridge": 0.1, "top_m": 3, "min_coverage": 0.9},
+    "learned": {"enabled": True, "metrics": None, "ridge": 0.1, "top_m": 3, "min_coverage": 0.9, "references": None},
     "folds": 5, "tensorboard": True, "tensorboard_dir": None,
     "space_view": "auto", "benchmark_bert": None, "space": {"target": "glue", "min_gap": 2.0, "min_tau": 0.2, "min_archs": 20},
     "plots": {"formats": ["png", "pdf"], "dpi": 150, "log_ratio": 1000.0, "search_metrics": 5},
@@ -296,6 +296,12 @@ def _search_section(ctx: _Ctx) -> None:
         o.figure("search", plots.search_plot(srch, primary, show, ctx.title))
 
 
+def _references(ctx: _Ctx, wanted: list[str] | None) -> list[str]:
+    """Metrics the learned combination is set against: ``learned.references``, else the space's headline metrics."""
+    names = list(wanted) if wanted is not None else list(HEADLINE_METRICS.get(ctx.space, ()))
+    return [m for m in names if m in ctx.metrics]
+
+
 def _selection_section(ctx: _Ctx) -> search.Selection | None:
     """selection.md when ``select.metric`` is set."""
     sc = ctx.c["select"]
@@ -330,7 +336,7 @@ def _combination_section(ctx: _Ctx) -> dict[str, Any]:
         cv_table, verdict = combine.cross_validated(
             df, lc["metrics"] or ctx.metrics, primary, folds=int(c["folds"]), ridge=float(lc["ridge"]),
             top_m=int(lc["top_m"]), min_coverage=float(lc["min_coverage"]), n_boot=c["bootstrap"], ci=c["ci"],
-            seed=c["seed"])
+            seed=c["seed"], references=_references(ctx, lc["references"]))
         parts.append(cv_table)
     parts = [p for p in parts if len(p)]
     comb = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=combine.COMBINATION_COLUMNS)
