@@ -74,7 +74,7 @@ class RNNGrad(RNNForward):
 
     jacobian: Tensor | None = None
     state_grads: list[Tensor] | None = None
-    weight_grads: list[dict[str, Tensor]] | None = None
+    weight_grads: list[dict[tuple[str, int], Tensor]] | None = None
     embedding_grad: Tensor | None = None
     noise: dict[str, Tensor] | None = None
     memo: dict = field(default_factory=dict, repr=False)
