@@ -8,7 +8,7 @@ DATA    ?= $(or $(TFNAS_DATA_DIR),../shared/data)
 RESULTS ?= results
 N       ?= 20
 
-.PHONY: help install quickstart test test-fast score score-full score-bert train analyze tensorboard clean
+.PHONY: help install quickstart test score score-full score-bert train analyze tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'

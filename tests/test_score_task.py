@@ -75,6 +75,30 @@ def test_failing_architecture_is_recorded_and_the_sweep_goes_on(data_dir, tmp_pa
     assert err["arch"] == 1 and "ghost" in err["error"] and "RecipeError" in err["error"]
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("metrics.names=[hidden_covariance_l1]", "'hidden_covariance_l1' is a score of the metric 'hidden_covariance'"),
+        ("metrics.names=[bogus]", "no metric 'bogus'"),
+        ("arch=abc", "arch must be an integer, got 'abc'"),
+        ("+shard=-1", "shard must be >= 0, got -1"),
+    ],
+)
+def test_sweep_errors_fail_before_any_record(data_dir, tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        score(_cfg(data_dir, tmp_path, override))
+    assert not list(results.iter_record_files(tmp_path / "results"))
+
+
+def test_truncated_record_is_scored_again(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, "arch=1")
+    score(cfg)
+    (path,) = results.iter_record_files(tmp_path / "results")
+    path.write_text(path.read_text()[:50])  # e.g. a disk error cut it short
+    assert score(cfg)["ok"] == 1
+    assert results.load(path)["arch"] == 1
+
+
 def test_out_of_range_arch_gets_one_clear_message(data_dir, tmp_path, caplog):
     cfg = _cfg(data_dir, tmp_path, "arch=10")
     with caplog.at_level("WARNING", logger="tfnas"):

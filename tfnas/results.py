@@ -121,8 +121,19 @@ def save(record: Record, results_dir: str | os.PathLike) -> Path:
 
 
 def exists(results_dir: str | os.PathLike, space: str, arch: int, chash: str) -> bool:
-    """Whether a complete record is already there (resume check)."""
-    return record_path(results_dir, space, arch, chash).is_file()
+    """Whether a complete, readable record is already there (resume check).
+
+    A record file that does not parse (e.g. truncated by a disk error) counts
+    as missing, so the architecture is scored again and the file replaced.
+    """
+    path = record_path(results_dir, space, arch, chash)
+    if not path.is_file():
+        return False
+    try:
+        load(path)
+    except (ValueError, OSError, UnicodeDecodeError):
+        return False
+    return True
 
 
 def iter_record_files(results_dir: str | os.PathLike) -> Iterator[Path]:

@@ -211,7 +211,7 @@ def missing_archs(
     for i in sorted(set(int(i) for i in indices)):
         chash = results.config_hash(dict(settings, arch=i))
         path = results.record_path(out_dir, space.name, i, chash)
-        if cfg.get("overwrite", False) or not path.is_file():
+        if cfg.get("overwrite", False) or not results.exists(out_dir, space.name, i, chash):
             missing.append(i)
         elif retry_errors and record_status(path) != "ok":
             errors.append(i)

@@ -219,6 +219,7 @@ def load_records(
 
     if not paths:
         raise ValueError(f"no result records (arch_*.json) below {', '.join(map(str, dirs))}")
+    _check_one_population(groups)
     if n_records == 0:
         if filtered:
             raise ValueError(f"none of the {filtered} records matches where={where}")
@@ -232,6 +233,32 @@ def load_records(
     if skipped:
         log.warning("skipped %d file(s) that are not tfnas records", len(skipped))
     return RecordSet(entries, len(paths), n_records, skipped, filtered, conflicts, [str(d) for d in dirs])
+
+
+def population(rec: dict[str, Any]) -> str:
+    """Which architectures a record's ``arch`` indexes: a benchmark file, or generated cells (and how)."""
+    cfg = (rec.get("settings") or {}).get("space_cfg") or {}
+    if cfg.get("benchmark"):
+        return str(cfg["benchmark"])
+    if cfg:
+        return f"generated cells (generator_seed={cfg.get('generator_seed')}, num_hidden={cfg.get('num_hidden')})"
+    return "unspecified"
+
+
+def _check_one_population(groups: dict[tuple, list[tuple[dict[str, Any], str]]]) -> None:
+    """Refuse to merge records whose arch indices name different architectures (e.g. benchmark vs generated)."""
+    counts: dict[str, Counter] = {}
+    for (space, *_), recs in groups.items():
+        counts.setdefault(space, Counter()).update(population(r) for r, _ in recs)
+    for space, c in counts.items():
+        if len(c) > 1:
+            listed = "; ".join(f"{p}: {n} record(s)" for p, n in c.most_common())
+            raise ValueError(
+                f"{space} records come from {len(c)} architecture populations ({listed}); arch i names a different "
+                "architecture in each, so they cannot be joined. Analyse one at a time, e.g. "
+                "'where={space_cfg.benchmark:<file name>}' or 'where={space_cfg.benchmark:null}' (generated), "
+                "or keep each population in its own results_dir"
+            )
 
 
 def _merge(key: tuple[str, int, int, int], recs: list[tuple[dict[str, Any], str]], conflicts: list[str]) -> Entry:

@@ -102,7 +102,9 @@ def get(space: str, names: Iterable[str]) -> list[Metric]:
     out = []
     for n in names:
         if (space, n) not in _REGISTRY:
-            raise KeyError(f"no metric {n!r} for space {space!r}; available: {', '.join(available(space))}")
+            family = [m.name for (s, _), m in _REGISTRY.items() if s == space and n in m.outputs]
+            hint = f" ({n!r} is a score of the metric {family[0]!r}: request that)" if family else ""
+            raise KeyError(f"no metric {n!r} for space {space!r}{hint}; available: {', '.join(available(space))}")
         out.append(_REGISTRY[(space, n)])
     return out
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from tfnas import results
 from tfnas.callbacks import TrainingFreeScores
+from tfnas.metrics import registry
 from tfnas.systems.scoring import ScoringSystem
 from tfnas.tasks.runtime import make_loggers, make_trainer, setup_runtime, to_container
 
@@ -37,12 +38,22 @@ _warned_out_of_range = False
 def arch_indices(cfg: DictConfig, size: int) -> list[int]:
     """The architectures this job scores: ``[arch]`` or the shard's block, clipped to the space."""
     if cfg.get("shard") is not None:
-        n = int(cfg.shard_size)
+        n, shard = _int_option(cfg, "shard_size"), _int_option(cfg, "shard")
         if n < 1:
             raise ValueError(f"shard_size must be >= 1, got {n}")
-        start = int(cfg.shard) * n
+        if shard < 0:
+            raise ValueError(f"shard must be >= 0, got {shard}")
+        start = shard * n
         return list(range(start, min(start + n, size)))
-    return [int(cfg.arch)] if 0 <= int(cfg.arch) < size else []
+    arch = _int_option(cfg, "arch")
+    return [arch] if 0 <= arch < size else []
+
+
+def _int_option(cfg: DictConfig, key: str) -> int:
+    try:
+        return int(cfg[key])
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be an integer, got {cfg[key]!r}") from None
 
 
 def sweep_settings(cfg: DictConfig, space: Any, data: Any) -> dict[str, Any]:
@@ -123,6 +134,11 @@ def score(cfg: DictConfig) -> dict[str, Any]:
     space = instantiate(cfg.space, _convert_="all")
     data = instantiate(cfg.data, _convert_="all")
     counts = {"ok": 0, "error": 0, "skipped": 0, "out_of_range": 0}
+    # A wrong metric name is the sweep's fault, not an architecture's: fail before scoring any.
+    try:
+        registry.get(space.metric_space, cfg.metrics.names)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
     indices = arch_indices(cfg, len(space))
     if not indices:
         counts["out_of_range"] = 1

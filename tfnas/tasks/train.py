@@ -284,7 +284,7 @@ def train_rnn(cfg: DictConfig, space: Any) -> dict[str, Any]:
     chash = results.config_hash(dict(settings, arch=index))
     path = results.record_path(cfg.results_dir, space.name, index, chash)
     counts["record"] = str(path)
-    if path.is_file() and not cfg.get("overwrite", False):
+    if results.exists(cfg.results_dir, space.name, index, chash) and not cfg.get("overwrite", False):
         counts["skipped"] = 1
         counts["truth"] = results.load(path).get("truth", {})
         log.info(f"arch {index}: record {path} exists, skipped")
