@@ -534,3 +534,10 @@ def test_space_of_generated_cells(wt2_zip):
     assert len(mixed) == 347 and mixed[345].spec == gen[0] and mixed[345].index == 345
     with pytest.raises(ValueError):
         NasBenchNLP(generate=-1)
+
+
+def test_missing_benchmark_file_names_where_it_looked(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"not found: .*nope\.zip; set paths\.data_dir"):
+        read_benchmark(tmp_path / "nope.zip")
+    with pytest.raises(FileNotFoundError, match=r"not found: nope\.zip \(nor as .*/nope\.zip\)"):
+        read_benchmark("nope.zip")

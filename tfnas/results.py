@@ -94,6 +94,16 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: The process umask, read once at import (reading it means setting it briefly).
+_UMASK = _current_umask()
+
+
 def write_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` as JSON to ``path`` atomically.
 
@@ -104,6 +114,7 @@ def write_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; records are shared like any written file
         with os.fdopen(fd, "w") as f:
             json.dump(_jsonable(payload), f, indent=1, allow_nan=True)
             f.flush()

@@ -252,7 +252,7 @@ def _check_one_population(groups: dict[tuple, list[tuple[dict[str, Any], str]]])
         counts.setdefault(space, Counter()).update(population(r) for r, _ in recs)
     for space, c in counts.items():
         if len(c) > 1:
-            listed = "; ".join(f"{p}: {n} record(s)" for p, n in c.most_common())
+            listed = "; ".join(f"{p}: {n} record(s)" for p, n in sorted(c.items(), key=lambda pn: (-pn[1], pn[0])))
             raise ValueError(
                 f"{space} records come from {len(c)} architecture populations ({listed}); arch i names a different "
                 "architecture in each, so they cannot be joined. Analyse one at a time, e.g. "

@@ -167,7 +167,7 @@ def score(cfg: DictConfig) -> dict[str, Any]:
         # The key scores when computed, else (e.g. a proxies-only sweep) the first few.
         keys = [k for k in KEY_SCORES if k in rec.scores] or list(rec.scores)[:5]
         shown = " ".join(f"{k}={_fmt(rec.scores[k])}" for k in keys)
-        ident = f"arch {index} (id {rec.benchmark_id})"
+        ident = f"arch {index} (id {rec.benchmark_id})" if rec.benchmark_id is not None else f"arch {index} (generated)"
         if rec.status == "ok":
             log.info(f"{ident} ok {rec.seconds:.2f}s {shown}")
         else:
