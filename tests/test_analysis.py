@@ -286,6 +286,8 @@ def test_benchmark_and_generated_records_are_not_joined(tmp_path):
         load_records(tmp_path)
     only = load_records(tmp_path, where={"space_cfg.benchmark": None})
     assert [e.scores["m"] for e in only.entries] == [-7.0]
+    nested = load_records(tmp_path, where={"space_cfg": {"benchmark": "train_logs_wikitext-2.zip"}})  # +where.a.b=v
+    assert [e.scores["m"] for e in nested.entries] == [1.0]
 
 
 # ---------------------------------------------------------------- statistics

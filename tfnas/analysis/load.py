@@ -126,6 +126,14 @@ def _get_path(d: dict[str, Any], dotted: str) -> Any:
 _MISSING = object()
 
 
+def _flatten(d: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from _flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
 def _matches(rec: dict[str, Any], where: dict[str, Any]) -> bool:
     # Keys are looked up in the record's settings first, then in the record
     # itself (so ``where: {source: score}`` works too); dotted keys descend.
@@ -193,7 +201,7 @@ def load_records(
     for d in dirs:
         if not d.is_dir():
             raise FileNotFoundError(f"results folder {d} does not exist")
-    where = dict(where or {})
+    where = dict(_flatten(where or {}))  # {a: {b: v}} (from +where.a.b=v) -> {'a.b': v}
 
     paths: list[Path] = []
     for d in dirs:
@@ -256,7 +264,7 @@ def _check_one_population(groups: dict[tuple, list[tuple[dict[str, Any], str]]])
             raise ValueError(
                 f"{space} records come from {len(c)} architecture populations ({listed}); arch i names a different "
                 "architecture in each, so they cannot be joined. Analyse one at a time, e.g. "
-                "'where={space_cfg.benchmark:<file name>}' or 'where={space_cfg.benchmark:null}' (generated), "
+                "+where.space_cfg.benchmark=<file name> or +where.space_cfg.benchmark=null (generated), "
                 "or keep each population in its own results_dir"
             )
 
