@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from tfnas.data.text import OPENWEBTEXT, load_tokenizer
+from tfnas.data.text import OPENWEBTEXT, load_tokenizer, raw_token_ids
 from tfnas.paths import default_data_dir
 
 log = logging.getLogger("tfnas.data")
@@ -71,16 +71,7 @@ def pack_token_ids(token_lists: list[list[int]], seq_len: int, cls_id: int, sep_
 
 
 def _tokenize_and_pack(batch: dict[str, list], tokenizer, seq_len: int, text_column: str) -> dict[str, list]:
-    ids = tokenizer(
-        batch[text_column],
-        add_special_tokens=False,
-        padding=False,
-        truncation=False,
-        max_length=None,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-        verbose=False,
-    )["input_ids"]
+    ids = raw_token_ids(tokenizer, batch[text_column])
     return {"input_ids": pack_token_ids(ids, seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id)}
 
 

@@ -49,8 +49,19 @@ def _file_token_stream(path: str, tokenizer_dir: str, mtime_ns: int) -> torch.Te
     # mtime_ns is part of the key so that an edited file is re-tokenized.
     tok = load_tokenizer(tokenizer_dir)
     text = Path(path).read_text(encoding="utf-8")
-    # No truncation, padding or special tokens: tokenizer.json's preset (128) must not apply.
-    ids = tok(
+    return torch.tensor(raw_token_ids(tok, text), dtype=torch.long)
+
+
+def raw_token_ids(tokenizer: Any, text: str | list[str]) -> list[int] | list[list[int]]:
+    """Token ids of ``text`` (one string, or a list of strings) as the tokenizer splits it, nothing added.
+
+    No truncation, padding or special tokens: the preset length in the
+    vocabulary's ``tokenizer.json`` (128) must not cut long texts.
+
+    Returns:
+        One list of ids per string (a single list for a single string).
+    """
+    return tokenizer(
         text,
         add_special_tokens=False,
         padding=False,
@@ -60,7 +71,6 @@ def _file_token_stream(path: str, tokenizer_dir: str, mtime_ns: int) -> torch.Te
         return_token_type_ids=False,
         verbose=False,
     )["input_ids"]
-    return torch.tensor(ids, dtype=torch.long)
 
 
 class TextScoringData:
