@@ -20,6 +20,7 @@ import json
 import math
 import os
 import tempfile
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -76,6 +77,18 @@ class Record:
     settings: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     version: int = RECORD_VERSION
+
+    def fail(self, exc: BaseException, keep_truth: bool = True) -> None:
+        """Mark this record as failed by ``exc`` (call inside its ``except`` block).
+
+        Sets ``status="error"``, ``error`` to "Type: message" and
+        ``extra["traceback"]``; a train record passes ``keep_truth=False``, as a
+        failed training has no ground truth.
+        """
+        self.status, self.error = "error", f"{type(exc).__name__}: {exc}"
+        if not keep_truth:
+            self.truth = {}
+        self.extra["traceback"] = traceback.format_exc(limit=8)
 
 
 def record_path(results_dir: str | os.PathLike, space: str, arch: int, chash: str) -> Path:

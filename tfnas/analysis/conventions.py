@@ -17,8 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from tfnas.spaces.nasbench_bert import GLUE_TASK_KEYS
+
 #: Per-task GLUE columns of NAS-Bench-BERT, followed by their average.
-BERT_TASKS: tuple[str, ...] = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst", "sts")
+BERT_TASKS: tuple[str, ...] = GLUE_TASK_KEYS
 
 #: Default targets per search space; the first one is the *primary* target
 #: (the one tables are sorted by and figures are drawn for).

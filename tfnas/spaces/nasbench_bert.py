@@ -38,8 +38,10 @@ from tfnas.models.flexibert import FlexiBertConfig, FlexiBertEmbeddings, FlexiBe
 from tfnas.paths import default_data_dir
 from tfnas.spaces.base import Architecture, check_index
 
+#: The benchmark's per-task GLUE keys, in its order.
+GLUE_TASK_KEYS = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst", "sts")
 #: Ground-truth keys of ``scores`` in the benchmark (GLUE dev, ×100; ``glue`` is their mean).
-SCORE_KEYS = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst", "sts", "glue")
+SCORE_KEYS = GLUE_TASK_KEYS + ("glue",)
 #: Fields of one encoder layer in a spec.
 LAYER_FIELDS = (
     "operation_type",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +116,7 @@ def score_one(cfg: DictConfig, space: Any, data: Any, index: int, settings: dict
         if result.scores and len(failed) == len(result.scores):
             rec.status, rec.error = "error", result.reasons[failed[0]]
     except Exception as exc:  # recorded, never raised: one architecture must not stop a sweep
-        rec.status, rec.error = "error", f"{type(exc).__name__}: {exc}"
-        rec.extra["traceback"] = traceback.format_exc(limit=8)
+        rec.fail(exc)
     rec.seconds = time.perf_counter() - t0
     return rec
 

@@ -46,7 +46,6 @@ import gc
 import logging
 import math
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -259,9 +258,7 @@ def train_one(
             "checkpoint_dir": str(folder),
         })
     except Exception as exc:  # recorded, never raised: one architecture must not stop a sweep
-        rec.status, rec.error = "error", f"{type(exc).__name__}: {exc}"
-        rec.truth = {}
-        rec.extra["traceback"] = traceback.format_exc(limit=8)
+        rec.fail(exc, keep_truth=False)
     rec.seconds = time.perf_counter() - t0
     return rec
 

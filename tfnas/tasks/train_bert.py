@@ -54,7 +54,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,7 @@ from tfnas import results
 from tfnas.callbacks import TrainingFreeScores
 from tfnas.data.glue import GlueDataModule, get_task
 from tfnas.models.flexibert import FlexiBertModel
-from tfnas.spaces.nasbench_bert import model_config
+from tfnas.spaces.nasbench_bert import GLUE_TASK_KEYS, model_config
 from tfnas.systems.electra import ElectraPretrainingModel, ElectraPretrainingSystem, seed_all
 from tfnas.systems.glue import GlueSystem
 from tfnas.tasks.runtime import make_loggers, make_trainer, setup_runtime, to_container
@@ -305,9 +304,8 @@ def glue_truth(task_results: dict[str, dict[str, Any]]) -> tuple[dict[str, float
         (×100) and ``glue`` to their mean (absent when no benchmark task ran);
         ``keys`` lists the benchmark keys averaged, in the benchmark's order.
     """
-    order = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst", "sts")
     by_key = {r["benchmark_key"]: float(r["score"]) for r in task_results.values() if r.get("benchmark_key")}
-    keys = [k for k in order if k in by_key]
+    keys = [k for k in GLUE_TASK_KEYS if k in by_key]
     truth = {k: by_key[k] for k in keys}
     if keys:
         truth["glue"] = float(sum(truth[k] for k in keys) / len(keys))
@@ -367,9 +365,7 @@ def train_bert_one(cfg: DictConfig, space: Any, data: Any, index: int, settings:
         else:
             rec.truth = truth
     except Exception as exc:  # recorded, never raised: one architecture must not stop a sweep
-        rec.status, rec.error = "error", f"{type(exc).__name__}: {exc}"
-        rec.truth = {}
-        rec.extra["traceback"] = traceback.format_exc(limit=8)
+        rec.fail(exc, keep_truth=False)
     rec.seconds = time.perf_counter() - t0
     return rec
 
