@@ -237,19 +237,8 @@ class RecurrentLayer(nn.Module):
                     out = _ACTIVATIONS[op](values[node.inputs[0]])
                     if codes is not None:
                         codes.append((out if rows is None else out[:rows]) > 0)
-                elif op == "blend":
-                    a, b, c = (values[i] for i in node.inputs)
-                    out = a * b + (1 - a) * c
-                elif op == "elementwise_prod":
-                    out = values[node.inputs[0]]
-                    for i in node.inputs[1:]:
-                        out = out * values[i]
-                elif op == "elementwise_sum":
-                    out = values[node.inputs[0]]
-                    for i in node.inputs[1:]:
-                        out = out + values[i]
-                else:  # Recipe validation makes this unreachable
-                    raise ValueError(f"unknown op {op!r} in node {name!r}")
+                else:
+                    out = combine_inputs(op, [values[i] for i in node.inputs], name)
                 values[name] = out
             # A distinct autograd node for h_new_0 as it leaves the cell: its
             # gradient then counts only the next step's and the layer output's uses.
@@ -259,6 +248,31 @@ class RecurrentLayer(nn.Module):
         if keep_steps:
             capture.steps.append(steps)
         return torch.stack(steps), hidden
+
+
+def combine_inputs(op: str, args: list[Tensor], node: str = "?") -> Tensor:
+    """A parameter-free node of SPACES.md §1 on its inputs, each [batch, hidden].
+
+    ``blend(a, b, c) = a·b + (1 − a)·c``; ``elementwise_prod`` / ``elementwise_sum``
+    multiply / add all inputs.
+
+    Raises:
+        ValueError: ``op`` is none of these (recipe validation rules this out).
+    """
+    if op == "blend":
+        a, b, c = args
+        return a * b + (1 - a) * c
+    if op == "elementwise_prod":
+        out = args[0]
+        for t in args[1:]:
+            out = out * t
+        return out
+    if op == "elementwise_sum":
+        out = args[0]
+        for t in args[1:]:
+            out = out + t
+        return out
+    raise ValueError(f"unknown op {op!r} in node {node!r}")
 
 
 def _key(src: str) -> str:

@@ -65,7 +65,7 @@ from torch import Tensor, nn
 from tfnas.engine import ScoringContext, register_pass
 from tfnas.metrics.registry import UndefinedScore
 from tfnas.models.awd_lm import AWDLanguageModel
-from tfnas.models.rnn_cell import RecurrentLayer
+from tfnas.models.rnn_cell import RecurrentLayer, combine_inputs
 
 #: BERT-uncased ids of [MASK] and of the tokens never masked ([PAD] [UNK] [CLS] [SEP] [MASK]).
 MASK_TOKEN_ID = 103
@@ -205,6 +205,18 @@ def _log_sum_abs_products(pairs: list[tuple[Tensor, Tensor]], log_scale: float =
     if flat.numel() == 0:
         raise UndefinedScore("synflow: every θ ⊙ ∂R/∂θ is zero (log undefined)")
     return SynflowOutputs(float(torch.logsumexp(flat, dim=0)) + log_scale, int(flat.numel()))
+
+
+def _synflow_log_score(out: Tensor, theta: list[Tensor]) -> float:
+    """ln Σ_θ |θ ⊙ ∂(Σ out)/∂θ| for the float64 leaves ``theta`` that ``out`` was computed from.
+
+    The backward seed is 2^-k instead of 1 (:func:`_pow2_scale`), an exact
+    rescaling that keeps the gradients finite; k ln 2 is added back.
+    """
+    k = _pow2_scale(out)
+    grads = torch.autograd.grad(out, theta, grad_outputs=torch.full_like(out, 2.0**-k), allow_unused=True)
+    pairs = [(t, torch.zeros_like(t) if g is None else g) for t, g in zip(theta, grads)]
+    return _log_sum_abs_products(pairs, k * math.log(2.0))
 
 
 def _pow2_scale(out: Tensor) -> int:
@@ -347,19 +359,8 @@ def _run_layer(
                 if codes is not None:
                     codes.add(z > 0)  # the unit's side: pre-activation sign
                 out = _ACTIVATIONS[node.op](z)
-            elif node.op == "blend":
-                a, b, c = (values[i] for i in node.inputs)
-                out = a * b + (1 - a) * c
-            elif node.op == "elementwise_prod":
-                out = values[node.inputs[0]]
-                for i in node.inputs[1:]:
-                    out = out * values[i]
-            elif node.op == "elementwise_sum":
-                out = values[node.inputs[0]]
-                for i in node.inputs[1:]:
-                    out = out + values[i]
-            else:  # Recipe validation makes this unreachable
-                raise ValueError(f"unknown op {node.op!r} in node {name!r}")
+            else:
+                out = combine_inputs(node.op, [values[i] for i in node.inputs], name)
             values[name] = out
         outs.append(values["h_new_0"])
         hidden = [values[f"h_new_{k}"] for k in range(recipe.num_hidden)]
@@ -506,11 +507,7 @@ def rnn_synflow_pass(ctx: ScoringContext) -> SynflowOutputs:
     p = rnn_params(model, lambda t: t.detach().to(torch.float64).abs().requires_grad_(True))
     _, theta = p.proxy_weights()
     ones = torch.ones(tokens.shape[0], 1, model.emsize, dtype=torch.float64, device=tokens.device)
-    logits = F.linear(run_rnn(model, p, ones), p.embedding, p.decoder_bias)
-    k = _pow2_scale(logits)
-    grads = torch.autograd.grad(logits, theta, grad_outputs=torch.full_like(logits, 2.0**-k), allow_unused=True)
-    pairs = [(t, torch.zeros_like(t) if g is None else g) for t, g in zip(theta, grads)]
-    return _log_sum_abs_products(pairs, k * math.log(2.0))
+    return _synflow_log_score(F.linear(run_rnn(model, p, ones), p.embedding, p.decoder_bias), theta)
 
 
 @register_pass("rnn", "proxy_zen")
@@ -806,11 +803,7 @@ def bert_synflow_pass(ctx: ScoringContext) -> SynflowOutputs:
     twin = _synflow_copy(ctx.model)
     theta = [w.requires_grad_(True) for _, w in bert_proxy_weights(twin)]
     ones = torch.ones(1, ids.shape[1], twin.config.hidden_size, dtype=torch.float64, device=ids.device)
-    out = twin.encode(ones, None).last_hidden_state
-    k = _pow2_scale(out)
-    grads = torch.autograd.grad(out, theta, grad_outputs=torch.full_like(out, 2.0**-k), allow_unused=True)
-    pairs = [(t, torch.zeros_like(t) if g is None else g) for t, g in zip(theta, grads)]
-    return _log_sum_abs_products(pairs, k * math.log(2.0))
+    return _synflow_log_score(twin.encode(ones, None).last_hidden_state, theta)
 
 
 @register_pass("bert", "proxy_zen")
