@@ -31,6 +31,7 @@ from tfnas.data.ptb import PTBScoringData
 from tfnas.passes.rnn import NOISE_NEEDS, noise_pass
 from tfnas.paths import default_data_dir
 from tfnas.spaces.nasbench_nlp import NasBenchNLP
+from tfnas.tasks.runtime import setup_runtime
 
 FAMILIES = [
     "hidden_covariance",
@@ -75,8 +76,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     ap.add_argument("--data-dir", default=str(default_data_dir()))
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup_runtime(args.threads)  # threads and allocator as score.py sets them
     space = NasBenchNLP(f"{args.data_dir}/nasbench_nlp/train_logs_wikitext-2.zip")
     batch = PTBScoringData(args.data_dir).scoring_batch(0)
     ok = [i for i in range(len(space)) if not space[i].meta.get("failed")]

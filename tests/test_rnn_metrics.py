@@ -11,8 +11,10 @@ import torch
 from tfnas import engine
 from tfnas.data.ptb import load_corpus, scoring_batch
 from tfnas.models.awd_lm import AWDLanguageModel
+from tfnas.models.rnn_cell import CellCapture
+from tfnas.passes import bptt
 from tfnas.passes.rnn import noise_epsilon
-from tfnas.spaces.nasbench_nlp import Recipe, read_benchmark
+from tfnas.spaces.nasbench_nlp import OPS, Recipe, generate_recipe, read_benchmark
 
 PAPER_METRICS = [
     "hidden_covariance",
@@ -271,13 +273,27 @@ def test_unknown_metric_is_a_clear_error():
         engine.score("rnn", _model(Recipe(VANILLA), **TINY), _tiny_batch(), ["hidden_covarianse"])
 
 
-def test_synaptic_saliency_equals_plain_autograd_when_states_ignore_the_input(benchmark):
-    """Recipe 1011182: h_new_0 = tanh(linear(h_prev_1, h_prev_0)) is tanh(bias) at t = 0, whatever x is.
+# The saliency reads blocks 1 and 3 of the stacked h_prev_0 weight (second inputs), not 0 and 2:
+# the rebuilt gradient must cover a stack in separate runs of blocks.
+GAPPED = {
+    "a": {"op": "linear", "input": ["h_prev_0", "x"]},
+    "b": {"op": "linear", "input": ["x", "h_prev_0"]},
+    "c": {"op": "linear", "input": ["h_prev_0", "a"]},
+    "d": {"op": "linear", "input": ["b", "h_prev_0"]},
+    "e": {"op": "blend", "input": ["c", "d", "a"]},
+    "h_new_0": {"op": "activation_tanh", "input": ["e"]},
+}
 
-    Its later products still carry weight gradients; the engine's rebuilt
-    weight gradients must equal ordinary autograd on the parameters.
+
+@pytest.mark.parametrize("cell", ["1011182", "gapped"])
+def test_synaptic_saliency_equals_plain_autograd(benchmark, cell):
+    """The engine's rebuilt weight gradients must equal ordinary autograd on the parameters.
+
+    Recipe 1011182: h_new_0 = tanh(linear(h_prev_1, h_prev_0)) is tanh(bias) at
+    t = 0, whatever x is; its later products still carry weight gradients.
     """
-    model = _model(benchmark["1011182"].spec, ntoken=40, emsize=9, nhid=11)
+    spec = benchmark["1011182"].spec if cell == "1011182" else Recipe(GAPPED)
+    model = _model(spec, ntoken=40, emsize=9, nhid=11)
     tokens = torch.randint(0, 40, (8, 5), generator=torch.Generator().manual_seed(0))
     got = engine.score("rnn", model, (tokens, None), ["synaptic_saliency"]).scores["synaptic_saliency"]
     _, y, _ = model.run_layers(model.encoder(tokens))
@@ -291,3 +307,45 @@ def test_synaptic_saliency_equals_plain_autograd_when_states_ignore_the_input(be
                 w = layer.weights[f"from_{src}"]
                 expected += (w * w.grad)[b * h : (b + 1) * h].abs().sum().item()
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+BPTT_SEEDS = range(12)
+# Three-input product and sum (generated cells of this size seldom have them).
+WIDE = {
+    "a": {"op": "linear", "input": ["x", "h_prev_0"]},
+    "b": {"op": "activation_sigm", "input": ["a"]},
+    "c": {"op": "activation_tanh", "input": ["a"]},
+    "d": {"op": "elementwise_prod", "input": ["b", "c", "h_prev_0"]},
+    "e": {"op": "elementwise_sum", "input": ["d", "b", "c"]},
+    "h_new_0": {"op": "blend", "input": ["b", "e", "h_prev_0"]},
+}
+
+
+@pytest.mark.parametrize("cell", [*BPTT_SEEDS, "wide"])
+def test_backward_through_time_equals_autograd(cell):
+    """The hand-written backward (input and every weight-product gradient) against autograd on random cells."""
+    recipe = Recipe(WIDE) if cell == "wide" else generate_recipe(1 + cell % 3, cell)
+    model = _model(recipe, **TINY)
+    tokens, _ = _tiny_batch()
+    e = model.encoder(tokens).detach().requires_grad_(True)
+    _, y, _ = model.run_layers(e)
+    y.sum().backward()
+    capture = CellCapture(layers=[])
+    with torch.no_grad():
+        model.run_layers(e.detach(), capture=capture)
+    d = torch.ones_like(y)
+    for layer, record in reversed(list(zip(model.layers, capture.layers))):
+        grads = bptt.layer_backward(layer, record, d, product_sources=tuple(layer.sources))
+        for src in layer.sources:
+            inp = record.inputs if src == "x" else torch.stack([step[src] for step in record.steps])
+            w = layer.weights[f"from_{src}"]
+            expected = torch.zeros_like(w) if w.grad is None else w.grad  # None: y does not depend on w
+            got = grads.products[src].reshape(-1, expected.shape[0]).t() @ inp.reshape(-1, inp.shape[-1])
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+        d = grads.inputs
+    torch.testing.assert_close(d, e.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_bptt_cells_cover_every_op():
+    ops = {n.op for seed in BPTT_SEEDS for n in generate_recipe(1 + seed % 3, seed).nodes.values()}
+    assert ops == set(OPS)

@@ -25,11 +25,13 @@ COVARIANCE_K = 1e-5
 # small shared machines (a 128×128 Cholesky measured at 0.2 s there).
 
 
-def _as_float64_matrix(m: torch.Tensor | np.ndarray, what: str, check_finite: bool = True) -> torch.Tensor:
+def _as_float64_matrix(
+    m: torch.Tensor | np.ndarray, what: str, check_finite: bool = True, copy: bool = False
+) -> torch.Tensor:
     a = torch.as_tensor(m.detach() if isinstance(m, torch.Tensor) else np.asarray(m))
-    # One contiguous copy: the centring and products below run several times
-    # faster on row-major data than on a transposed view (e.g. hidden states).
-    a = a.to(torch.float64, memory_format=torch.contiguous_format)
+    # The layout is kept: a transposed view (e.g. hidden states [hidden, steps·batch])
+    # converts as one streaming pass, and the BLAS products read either layout.
+    a = a.to(torch.float64, copy=copy)
     if a.dim() != 2:
         raise ValueError(f"{what} needs a 2-D matrix, got shape {tuple(a.shape)}")
     if a.shape[0] < 2 or a.shape[1] < 2:
@@ -72,9 +74,9 @@ def correlation(m: torch.Tensor | np.ndarray) -> torch.Tensor:
         UndefinedScore: constant rows (zero variance), non-finite entries, or
             fewer than 2 rows or columns.
     """
-    a = _as_float64_matrix(m, "correlation", check_finite=False)
+    a = _as_float64_matrix(m, "correlation", check_finite=False, copy=True)
     mean = a.mean(dim=1, keepdim=True)
-    gram = _gram(a - mean)
+    gram = _gram(a.sub_(mean))  # in place: ``a`` is our own copy
     if not torch.isfinite(gram).all():  # non-finite inputs always reach the Gram matrix
         raise UndefinedScore(f"correlation: matrix has {int((~torch.isfinite(a)).sum())} non-finite entries")
     var = torch.diagonal(gram).clone()  # n · variance of each row

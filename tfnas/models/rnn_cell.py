@@ -43,26 +43,32 @@ class CellCapture:
             ``a > 0`` (NASWOT, Mellor et al. 2021), for ``activation_distance``.
         code_rows: keep codes of the first ``code_rows`` samples only (the
             clean part of a batch that also holds noised copies); None = all.
-        leaves: when True, the layer's outputs are kept per step as distinct
-            autograd nodes (``steps``) so that the gradient of a state "as it
-            leaves the cell" can be taken (METRICS.md, hidden synaptic saliency).
-        steps: per layer, the list of those per-step output tensors [batch, hidden].
-        detach_params: run with detached weights and biases, so a backward
-            computes input gradients only (weight gradients, when needed, are
-            rebuilt from ``products`` in one large product).
-        products: when not None, per layer a dict ``source -> [(input, product)]``
-            of every stacked-weight product: for ``x`` one pair of
-            [seq, batch, in] and [seq, batch, n·hidden] tensors (the hoisted
-            product, bias included), for other sources one pair of
-            [batch, size] and [batch, n·hidden] tensors per step.
+        layers: when not None, one :class:`LayerRecord` per layer run is
+            appended: what a backward through time needs
+            (:mod:`tfnas.passes.bptt`). Record under ``torch.no_grad()``.
+        states_only: record only ``h_prev_0`` of each step (what hidden
+            covariance reads), so the other values are freed as they go.
     """
 
     activation_codes: list[Tensor] | None = None
     code_rows: int | None = None
-    leaves: bool = False
-    steps: list[list[Tensor]] = field(default_factory=list)
-    detach_params: bool = False
-    products: list[dict[str, list[tuple[Tensor, Tensor]]]] | None = None
+    layers: list[LayerRecord] | None = None
+    states_only: bool = False
+
+
+@dataclass
+class LayerRecord:
+    """One layer's recorded forward.
+
+    Attributes:
+        inputs: the layer input ``x`` [seq, batch, input_size].
+        steps: per step t, every value of the cell call: ``h_prev_k`` (the
+            hidden tuple fed in; zeros at t = 0) and every node's output, each
+            [batch, hidden].
+    """
+
+    inputs: Tensor
+    steps: list[dict[str, Tensor]] = field(default_factory=list)
 
 
 class RecurrentLayer(nn.Module):
@@ -182,17 +188,15 @@ class RecurrentLayer(nn.Module):
         h = self.hidden_size
         if hidden is None:
             hidden = self.init_hidden(bsz, inputs.device, inputs.dtype)
-        detach = capture is not None and capture.detach_params
         weights = {}
         for src in self.sources:
             w = self.weights[_key(src)]
-            w = w.detach() if detach else w
             weights[src] = F.dropout(w, self.wdrop, True) if self.training and self.wdrop > 0 and src != "x" else w
-        bias = self.bias.detach() if detach else self.bias
-        records: dict[str, list[tuple[Tensor, Tensor]]] | None = None
-        if capture is not None and capture.products is not None:
-            records = {}
-            capture.products.append(records)
+        bias = self.bias
+        record = None
+        if capture is not None and capture.layers is not None:
+            record = LayerRecord(inputs)
+            capture.layers.append(record)
         nodes = self.recipe.nodes
         order = self.recipe.order
         hoisted = None
@@ -202,21 +206,19 @@ class RecurrentLayer(nn.Module):
             zero = wx.new_zeros(h)
             bias_x = torch.cat([bias[self._bias_row[n]] if n else zero for n in self._x_block_bias])
             hoisted = torch.addmm(bias_x, inputs.reshape(seq * bsz, -1), wx.t()).view(seq, bsz, -1)
-            if records is not None:
-                records["x"] = [(inputs, hoisted)]
             # unbind, not hoisted[t]: the backward of one unbind stacks the step
             # gradients once, whereas each select's backward fills a zero tensor
             # of the whole sequence (quadratic in seq; over half of a backward).
             hoisted_steps = hoisted.unbind(0)
         codes = capture.activation_codes if capture is not None else None
         rows = capture.code_rows if capture is not None else None
-        keep_steps = capture is not None and capture.leaves
         steps: list[Tensor] = []
         for t in range(seq):
             values: dict[str, Tensor] = {f"h_prev_{k}": hidden[k] for k in range(self.num_hidden)}
             products: dict[str, list[Tensor]] = {}
             if hoisted is not None:
-                products["x"] = hoisted_steps[t].split(h, dim=1)
+                step_x = hoisted_steps[t]
+                products["x"] = step_x.split(h, dim=1) if step_x.shape[1] > h else (step_x,)
             for name in order:
                 node = nodes[name]
                 op = node.op
@@ -225,9 +227,8 @@ class RecurrentLayer(nn.Module):
                     for j, src in enumerate(node.inputs):
                         if src not in products:
                             full = values[src] @ weights[src].t()
-                            products[src] = full.split(h, dim=1)
-                            if records is not None:
-                                records.setdefault(src, []).append((values[src], full))
+                            # split only a stack: its backward concatenates the pieces' gradients
+                            products[src] = full.split(h, dim=1) if full.shape[1] > h else (full,)
                         part = products[src][self.blocks[(name, j)][1]]
                         acc = part if acc is None else acc + part
                     if "x" not in node.inputs:
@@ -240,13 +241,10 @@ class RecurrentLayer(nn.Module):
                 else:
                     out = combine_inputs(op, [values[i] for i in node.inputs], name)
                 values[name] = out
-            # A distinct autograd node for h_new_0 as it leaves the cell: its
-            # gradient then counts only the next step's and the layer output's uses.
-            leave = values["h_new_0"].view_as(values["h_new_0"])
-            steps.append(leave)
-            hidden = (leave,) + tuple(values[f"h_new_{k}"] for k in range(1, self.num_hidden))
-        if keep_steps:
-            capture.steps.append(steps)
+            if record is not None:
+                record.steps.append({"h_prev_0": values["h_prev_0"]} if capture.states_only else values)
+            steps.append(values["h_new_0"])
+            hidden = tuple(values[f"h_new_{k}"] for k in range(self.num_hidden))
         return torch.stack(steps), hidden
 
 

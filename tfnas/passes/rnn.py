@@ -6,9 +6,9 @@ METRICS.md "RNN space": the input is the PTB scoring minibatch ``x`` [70, 50];
 
 - ``forward``: no-grad forward recording the hidden states fed into every
   cell call and the activation codes. Served by ``grad`` when that runs anyway.
-- ``grad``: the same forward with autograd, then the backward of Σ y; it adds
-  ∂e (the Jacobian J), ∂ of every parameter, and ∂ of every state as it leaves
-  its cell.
+- ``grad``: the same forward, then the backward of Σ y through time (by hand,
+  :mod:`tfnas.passes.bptt`); it adds ∂e (the Jacobian J), ∂ of the weights
+  synaptic saliency reads, and ∂ of every state as it leaves its cell.
 - ``noise``: the layers run on ``e + a·v·ε`` for every noise amplitude at once
   (stacked along the batch axis: samples never interact in an RNN), then the
   backward of Σ y to the noised inputs only; weight gradients are skipped.
@@ -16,6 +16,7 @@ METRICS.md "RNN space": the input is the PTB scoring minibatch ``x`` [70, 50];
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +25,8 @@ from torch import Tensor
 
 from tfnas.engine import ScoringContext, register_pass
 from tfnas.models.awd_lm import AWDLanguageModel
-from tfnas.models.rnn_cell import CellCapture, RecurrentLayer
+from tfnas.models.rnn_cell import CellCapture, LayerRecord, RecurrentLayer
+from tfnas.passes import bptt
 
 #: Noise amplitudes of the paper's Jacobian-with-noise metrics (METRICS.md).
 AMPLITUDES = {"small": 0.1, "large": 10.0, "very_large": 100.0}
@@ -92,17 +94,6 @@ def _tokens(ctx: ScoringContext) -> Tensor:
     return x.to(ctx.model.encoder.weight.device)
 
 
-def _states(steps: list[Tensor], rows: int | None = None) -> Tensor:
-    """h_prev_0 per step: the zero state, then each step's output but the last; [seq, rows, hidden]."""
-    out = torch.stack([s[:rows] for s in steps[:-1]]) if len(steps) > 1 else None
-    first = torch.zeros_like(steps[0][:rows]).unsqueeze(0)
-    return first if out is None else torch.cat([first, out])
-
-
-def _wants_codes(ctx: ScoringContext) -> bool:
-    return "activation_distance" in ctx.requested or ctx.options.get("capture_codes", False)
-
-
 def _noise_keys(ctx: ScoringContext) -> list[str]:
     """The amplitudes to run: ``options["amplitudes"]`` if given, else those the requested metrics read."""
     if "amplitudes" in ctx.options:
@@ -113,33 +104,46 @@ def _noise_keys(ctx: ScoringContext) -> list[str]:
 def _noised(e: Tensor, seed: int, keys: list[str]) -> list[Tensor]:
     """float32(e + a·v·ε) for each amplitude key, computed in float64 (METRICS.md)."""
     e64 = e.double()
-    eps = torch.from_numpy(noise_epsilon(seed, tuple(e.shape))).to(e.device)
+    eps = _epsilon(seed, tuple(e.shape)).to(e.device)
     v = e64.var(dim=1, unbiased=False, keepdim=True)
     return [(e64 + AMPLITUDES[k] * v * eps).float() for k in keys]
+
+
+def _record(ctx: ScoringContext, e: Tensor, rows: int, states_only: bool = False) -> tuple[Tensor, CellCapture]:
+    """The layers on ``e`` under no_grad, recording each layer's steps (and the codes if asked)."""
+    codes = [] if "activation_distance" in ctx.requested else None
+    capture = CellCapture(activation_codes=codes, code_rows=rows, layers=[], states_only=states_only)
+    with torch.no_grad():
+        _, y, _ = _lm(ctx).run_layers(e, capture=capture)
+    return y, capture
+
+
+def _states(record: LayerRecord, rows: int) -> Tensor:
+    """h_prev_0 fed into each step (the zero state first), first ``rows`` samples: [seq, rows, hidden]."""
+    return torch.stack([step["h_prev_0"][:rows] for step in record.steps])
 
 
 @register_pass("rnn", "forward", served_by=("grad",))
 def forward_pass(ctx: ScoringContext) -> RNNForward:
     """No-grad forward that records states and (if asked) activation codes."""
-    model = _lm(ctx)
-    capture = CellCapture(activation_codes=[] if _wants_codes(ctx) else None, leaves=True)
     with torch.no_grad():
-        e = model.encoder(_tokens(ctx))
-        model.run_layers(e, capture=capture)
-    return RNNForward(e, [_states(s) for s in capture.steps], capture.activation_codes)
+        e = _lm(ctx).encoder(_tokens(ctx))
+    _, capture = _record(ctx, e, e.shape[1], states_only=True)
+    return RNNForward(e, [_states(r, e.shape[1]) for r in capture.layers], capture.activation_codes)
 
 
 @register_pass("rnn", "grad")
 def grad_pass(ctx: ScoringContext) -> RNNGrad:
-    """Forward with autograd, then one backward of Σ y (METRICS.md "one pass").
+    """Forward, then one backward of Σ y (METRICS.md "one pass").
 
     When noise metrics are requested, their noised inputs ride along in the
     same batch (samples never interact in an RNN), so one forward and one
-    backward serve every metric. Weights are detached: the backward computes
-    input gradients only, and the weight gradients of the clean samples that
-    synaptic saliency reads are rebuilt afterwards, per source, as one large
-    product Σ_t ∂P_tᵀ · in_t over the recorded products P_t = in_t Wᵀ,
-    restricted to the blocks it reads.
+    backward serve every metric. The forward is recorded without autograd and
+    the backward runs through time by hand (:mod:`tfnas.passes.bptt`), giving
+    ∂e, the gradient of every state as it leaves its cell and that of every
+    stacked weight product; the weight gradients of the clean samples that
+    synaptic saliency reads are built from the latter, per source, as one
+    large product Σ_t ∂P_tᵀ · in_t restricted to the blocks it reads.
     """
     model = _lm(ctx)
     tokens = _tokens(ctx)
@@ -148,64 +152,55 @@ def grad_pass(ctx: ScoringContext) -> RNNGrad:
     want_weights = "synaptic_saliency" in ctx.requested
     with torch.no_grad():
         e = model.encoder(tokens)
-    e_all = torch.cat([e, *_noised(e, ctx.seed, keys)], dim=1) if keys else e.clone()
-    e_all.requires_grad_(True)
-    capture = CellCapture(
-        activation_codes=[] if _wants_codes(ctx) else None,
-        code_rows=n,
-        leaves=True,
-        detach_params=True,
-        products=[] if want_weights else None,
-    )
-    # The zero initial state takes part in autograd, so that every later state and
-    # product is differentiable, also those that do not depend on the input (e.g.
-    # tanh(bias) at t = 0): the saliencies need their gradients too.
-    hidden = [
-        tuple(e_all.new_zeros(e_all.shape[1], layer.hidden_size, requires_grad=True) for _ in range(layer.num_hidden))
-        for layer in model.layers
-    ]
-    _, y, _ = model.run_layers(e_all, hidden, capture=capture)
-    # States t = 1..seq-1 are the outputs of steps 0..seq-2 as they leave the cell.
-    leaves = [s for steps in capture.steps for s in steps[:-1]]
-    wanted = [saliency_blocks(layer) for layer in model.layers] if want_weights else []
-    prods = [p for rec, w in zip(capture.products or [], wanted) for src in w for _, p in rec[src]]
-    grads = torch.autograd.grad(y.sum(), [e_all, *leaves, *prods], allow_unused=True)
-    g_e = grads[0]
-    g_of = {id(t): g for t, g in zip(leaves + prods, grads[1:])}
-
-    def grad_of(t: Tensor) -> Tensor:
-        g = g_of.get(id(t))
-        return torch.zeros_like(t) if g is None else g
-
-    state_grads = [
-        torch.stack([grad_of(s)[:n] for s in steps[:-1]]) if len(steps) > 1 else steps[0].new_zeros(0, n, steps[0].shape[1])
-        for steps in capture.steps
-    ]
+        e_all = torch.cat([e, *_noised(e, ctx.seed, keys)], dim=1) if keys else e
+    y, capture = _record(ctx, e_all, n)
+    wanted = [saliency_blocks(layer) for layer in model.layers] if want_weights else [{} for _ in model.layers]
+    d_out = y.new_ones(1, 1, 1).expand(y.shape)  # ∂(Σ y)/∂y
+    layer_grads = [None] * len(model.layers)
+    for i in reversed(range(len(model.layers))):
+        layer_grads[i] = bptt.layer_backward(model.layers[i], capture.layers[i], d_out, n, tuple(wanted[i]))
+        d_out = layer_grads[i].inputs
+    g_e = d_out
     weight_grads = emb_grad = None
     if want_weights:
         weight_grads = []
-        for layer, rec, blocks_of in zip(model.layers, capture.products, wanted):
+        for layer, record, grads, blocks_of in zip(model.layers, capture.layers, layer_grads, wanted):
             h = layer.hidden_size
             per_block = {}
             for src, blocks in blocks_of.items():
-                cols = torch.cat([torch.arange(b * h, (b + 1) * h, device=e.device) for b in blocks])
-                g_mat = torch.cat([grad_of(p)[..., :n, :].index_select(-1, cols).reshape(-1, cols.numel()) for _, p in rec[src]])
-                in_mat = torch.cat([x[..., :n, :].reshape(-1, x.shape[-1]) for x, _ in rec[src]]).detach()
-                full = g_mat.t() @ in_mat  # [len(blocks)·hidden, size]
-                per_block.update({(src, b): full[i * h : (i + 1) * h] for i, b in enumerate(blocks)})
+                if src == "x":
+                    inp = record.inputs[:, :n]
+                else:
+                    inp = torch.stack([step[src][:n] for step in record.steps])
+                in_mat = inp.reshape(-1, inp.shape[-1])
+                for first, count in _runs(blocks):  # column slices, not a gather
+                    g_mat = grads.products[src][..., first * h : (first + count) * h].reshape(-1, count * h)
+                    full = g_mat.t() @ in_mat  # [count·hidden, size]
+                    per_block.update({(src, first + i): full[i * h : (i + 1) * h] for i in range(count)})
             weight_grads.append(per_block)
         emb = model.encoder.weight
         emb_grad = torch.zeros_like(emb).index_add_(0, tokens.reshape(-1), g_e[:, :n].reshape(-1, emb.shape[1]))
     return RNNGrad(
         e,
-        [_states([s.detach() for s in steps], n) for steps in capture.steps],
+        [_states(r, n) for r in capture.layers],
         capture.activation_codes,
         jacobian=g_e[:, :n],
-        state_grads=state_grads,
+        state_grads=[g.leaving for g in layer_grads],
         weight_grads=weight_grads,
         embedding_grad=emb_grad,
         noise={k: g_e[:, n * (j + 1) : n * (j + 2)] for j, k in enumerate(keys)} if keys else None,
     )
+
+
+def _runs(blocks: list[int]) -> list[tuple[int, int]]:
+    """Sorted block indices as (first, count) runs of consecutive blocks: [0, 1, 3] -> [(0, 2), (3, 1)]."""
+    runs: list[tuple[int, int]] = []
+    for b in blocks:
+        if runs and runs[-1][0] + runs[-1][1] == b:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((b, 1))
+    return runs
 
 
 def saliency_blocks(layer: RecurrentLayer) -> dict[str, list[int]]:
@@ -235,6 +230,13 @@ def noise_epsilon(seed: int, shape: tuple[int, ...]) -> np.ndarray:
         return np.random.normal(size=shape)
     finally:
         np.random.set_state(state)
+
+
+@functools.lru_cache(maxsize=2)
+def _epsilon(seed: int, shape: tuple[int, ...]) -> Tensor:
+    # The same draw serves every architecture of a sweep (same seed and batch
+    # shape); drawing 1.4 M normals costs about a tenth of a forward pass.
+    return torch.from_numpy(noise_epsilon(seed, shape))
 
 
 @dataclass

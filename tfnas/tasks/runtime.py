@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import platform
 import warnings
 from typing import Any
 
@@ -21,8 +23,37 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+
+def retain_freed_memory() -> bool:
+    """Let glibc reuse freed tensor memory instead of returning it to the system.
+
+    By default glibc serves large blocks (the per-step states of a batch,
+    stacked sequences, Gram inputs: 0.5 to 100 MB each, allocated and freed
+    for every architecture) with fresh ``mmap`` pages and unmaps them on
+    free, so every allocation page-faults its memory in again. On CPU that
+    was 10-20 % of a full RNN scoring pass. With ``mmap`` serving off and the
+    heap trimmed only past 1 GiB of free space, freed blocks are reused; the
+    process keeps its peak heap. This is the in-process counterpart of
+    preloading jemalloc or tcmalloc, as PyTorch's CPU tuning guide suggests.
+
+    Returns:
+        True if applied; False where the C library is not glibc (nothing changes).
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+
 def setup_runtime(threads: int | None) -> int:
-    """Set torch's intra-op thread count explicitly and silence library chatter.
+    """Set torch's intra-op thread count explicitly, reuse freed memory and silence library chatter.
 
     Args:
         threads: threads for this process; 0 or None means every available core.
@@ -32,6 +63,7 @@ def setup_runtime(threads: int | None) -> int:
     """
     n = int(threads) if threads else available_cores()
     torch.set_num_threads(n)
+    retain_freed_memory()
     for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"lightning(\..*)?")

@@ -1,0 +1,174 @@
+"""Backpropagation through time over a recorded NAS-Bench-NLP cell, without autograd.
+
+The RNN ``grad`` pass needs the gradient of Σ y with respect to the layer
+inputs (the Jacobian), to every state as it leaves its cell, and to the
+stacked weight products (synaptic saliency), over a batch of 200 rows (the
+clean batch and three noised copies). Autograd gets there, but on CPU it
+spends most of its time on bookkeeping and on memory: it builds a graph node
+per op, keeps a fresh tensor per op and concatenates split gradients. This
+module walks the recorded forward (:class:`~tfnas.models.rnn_cell.LayerRecord`)
+backwards instead, one step at a time, node by node in reverse topological
+order, with the cell's own local derivatives (SPACES.md §1 ops):
+
+- linear: the gradient of every (node, input) block of the stacked product is
+  the node's gradient; one matrix product per block carries it to the source,
+  accumulated in place;
+- tanh, sigmoid, leaky ReLU: the aten backward kernels autograd itself uses;
+- blend a·b + (1 − a)·c: ∂a = g·(b − c), ∂b = g·a, ∂c = g − g·a;
+- element-wise product and sum: the other inputs' product, and g.
+
+The hidden tuple carries the gradient from step t+1 back to step t. The state
+``h_new_0`` "as it leaves the cell" gets the layer output's gradient plus the
+next step's ``h_prev_0`` gradient only (METRICS.md, hidden synaptic saliency);
+uses of ``h_new_0`` inside its own cell call add to the node's gradient after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tfnas.models.rnn_cell import LayerRecord, RecurrentLayer
+
+_ACT_BACKWARD = {
+    "activation_tanh": lambda g, out: torch.ops.aten.tanh_backward(g, out),
+    "activation_sigm": lambda g, out: torch.ops.aten.sigmoid_backward(g, out),
+    # leaky_relu(v) > 0 exactly when v > 0, so the output stands in for the input.
+    "activation_leaky_relu": lambda g, out: torch.ops.aten.leaky_relu_backward(g, out, 0.01, True),
+}
+
+
+@dataclass
+class LayerGrads:
+    """Gradients of one layer's backward.
+
+    Attributes:
+        inputs: ∂/∂ the layer input [seq, batch, input_size] (zeros if the cell ignores ``x``).
+        leaving: ∂/∂ h_new_0 of steps 0 … seq−2 as it leaves the cell,
+            [seq − 1, rows, hidden], first ``rows`` batch rows.
+        products: for each requested source, ∂/∂ its stacked product at every
+            step, first ``rows`` batch rows, [seq, rows, n_source · hidden]
+            (block i = the i-th (node, input) pair reading the source, as in
+            ``RecurrentLayer.blocks``; zero for blocks nothing reads).
+    """
+
+    inputs: Tensor
+    leaving: Tensor
+    products: dict[str, Tensor]
+
+
+@torch.no_grad()
+def layer_backward(
+    layer: RecurrentLayer,
+    record: LayerRecord,
+    d_out: Tensor,
+    rows: int | None = None,
+    product_sources: tuple[str, ...] = (),
+) -> LayerGrads:
+    """Backward of ``Σ d_out ⊙ outputs`` through one recorded layer run.
+
+    Args:
+        layer: the layer that ran (its weights as they were in the forward; in
+            eval mode, so no DropConnect).
+        record: its :class:`LayerRecord`, recorded under ``torch.no_grad()``.
+        d_out: [seq, batch, hidden] gradient with respect to the layer's
+            outputs (h_new_0 at every step); may be an expanded view.
+        rows: keep ``leaving`` for the first ``rows`` batch rows (None = all).
+        product_sources: sources whose product gradients to return (first ``rows`` rows).
+
+    Returns:
+        :class:`LayerGrads`.
+
+    Raises:
+        ValueError: ``d_out`` does not match the record's shape.
+    """
+    seq, batch = record.inputs.shape[:2]
+    h = layer.hidden_size
+    if tuple(d_out.shape) != (seq, batch, h):
+        raise ValueError(f"d_out has shape {tuple(d_out.shape)}, the layer's outputs are {(seq, batch, h)}")
+    rows = batch if rows is None else rows
+    nodes, order = layer.recipe.nodes, layer.recipe.order
+    # Weight blocks [hidden, size] by (node, input): gradients go through one block
+    # at a time, accumulated by addmm, so no stacked gradient is copied together.
+    block_w = {(name, j): layer.weight(name, j).detach() for name, j in layer.blocks}
+    width = {src: h * (1 + max(b for s, b in layer.blocks.values() if s == src)) for src in layer.sources}
+    kept = {src: d_out.new_zeros(seq, rows, width[src]) for src in product_sources}
+    d_in = record.inputs.new_zeros(record.inputs.shape)
+    leaving = d_out.new_empty(max(seq - 1, 0), rows, h)
+    carry: list[Tensor | None] = [None] * layer.num_hidden  # ∂/∂ h_new_k of this step, from step t+1
+    for t in reversed(range(seq)):
+        values = record.steps[t]
+        grads: dict[str, Tensor] = {}
+        owned: set[str] = set()  # grads allocated here, which may be added into in place
+        pending: dict[str, list[tuple[Tensor, Tensor]]] = {}  # source -> (weight block, product gradient)
+
+        def add(name: str, g: Tensor) -> None:
+            if name not in grads:
+                grads[name] = g
+            elif name in owned:
+                grads[name].add_(g)
+            else:
+                grads[name] = grads[name] + g
+                owned.add(name)
+
+        def flush(src: str) -> None:
+            # Every reader of ``src`` comes later in topological order, so its product gradient is whole now.
+            for w, g in pending.pop(src, ()):
+                if src in owned:
+                    grads[src].addmm_(g, w)
+                elif src in grads:
+                    grads[src] = torch.addmm(grads[src], g, w)
+                    owned.add(src)
+                else:
+                    grads[src] = g @ w
+                    owned.add(src)
+
+        leave = d_out[t] if carry[0] is None else d_out[t] + carry[0]
+        if t < seq - 1:
+            leaving[t].copy_(leave[:rows])
+        add("h_new_0", leave)
+        for k in range(1, layer.num_hidden):
+            if carry[k] is not None:
+                add(f"h_new_{k}", carry[k])
+        for name in reversed(order):
+            flush(name)
+            g = grads.pop(name, None)
+            if g is None:  # unused node, or nothing downstream
+                continue
+            node = nodes[name]
+            op, ins = node.op, node.inputs
+            if op == "linear":
+                for j, src in enumerate(ins):
+                    if src == "x":
+                        d_in[t].addmm_(g, block_w[(name, j)])
+                    else:
+                        pending.setdefault(src, []).append((block_w[(name, j)], g))
+                    if src in kept:
+                        b = layer.blocks[(name, j)][1]
+                        kept[src][t, :, b * h : (b + 1) * h] = g[:rows]
+            elif op in _ACT_BACKWARD:
+                add(ins[0], _ACT_BACKWARD[op](g, values[name]))
+            elif op == "blend":
+                a, b_, c = (values[i] for i in ins)
+                ga_b = g * a
+                add(ins[0], g * (b_ - c))
+                add(ins[2], g - ga_b)
+                add(ins[1], ga_b)
+            elif op == "elementwise_prod":
+                for i in range(len(ins)):
+                    other = None
+                    for j, src in enumerate(ins):
+                        if j != i:
+                            other = values[src] if other is None else other * values[src]
+                    add(ins[i], g * other)
+            elif op == "elementwise_sum":
+                for src in ins:
+                    add(src, g)
+            else:
+                raise ValueError(f"unknown op {op!r} in node {name!r}")
+        for k in range(layer.num_hidden):
+            flush(f"h_prev_{k}")
+            carry[k] = grads.get(f"h_prev_{k}")
+    return LayerGrads(d_in, leaving, kept)
