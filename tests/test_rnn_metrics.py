@@ -349,3 +349,13 @@ def test_backward_through_time_equals_autograd(cell):
 def test_bptt_cells_cover_every_op():
     ops = {n.op for seed in BPTT_SEEDS for n in generate_recipe(1 + seed % 3, seed).nodes.values()}
     assert ops == set(OPS)
+
+
+def test_bptt_refuses_a_layer_with_active_dropconnect():
+    model = _model(Recipe(VANILLA), **TINY, wdrop=0.5).train()
+    capture = CellCapture(layers=[])
+    tokens, _ = _tiny_batch()
+    with torch.no_grad():
+        _, y, _ = model.run_layers(model.encoder(tokens), capture=capture)
+    with pytest.raises(ValueError, match="eval mode"):
+        bptt.layer_backward(model.layers[-1], capture.layers[-1], torch.ones_like(y))

@@ -3,9 +3,9 @@
 The RNN ``grad`` pass needs the gradient of Σ y with respect to the layer
 inputs (the Jacobian), to every state as it leaves its cell, and to the
 stacked weight products (synaptic saliency), over a batch of 200 rows (the
-clean batch and three noised copies). Autograd gets there, but on CPU it
-spends most of its time on bookkeeping and on memory: it builds a graph node
-per op, keeps a fresh tensor per op and concatenates split gradients. This
+clean batch and three noised copies). Autograd gets there, but on CPU a
+large part of its time goes to bookkeeping and memory traffic: a graph node
+per op, a fresh tensor per op, split gradients concatenated again. This
 module walks the recorded forward (:class:`~tfnas.models.rnn_cell.LayerRecord`)
 backwards instead, one step at a time, node by node in reverse topological
 order, with the cell's own local derivatives (SPACES.md §1 ops):
@@ -82,10 +82,14 @@ def layer_backward(
         :class:`LayerGrads`.
 
     Raises:
-        ValueError: ``d_out`` does not match the record's shape.
+        ValueError: ``d_out`` does not match the record's shape; the layer is
+            in training mode with DropConnect (the recorded forward used
+            dropped weights that are gone); a node has an unknown op.
     """
     seq, batch = record.inputs.shape[:2]
     h = layer.hidden_size
+    if layer.training and layer.wdrop > 0:
+        raise ValueError("layer_backward needs the layer in eval mode (DropConnect drew weights the record does not keep)")
     if tuple(d_out.shape) != (seq, batch, h):
         raise ValueError(f"d_out has shape {tuple(d_out.shape)}, the layer's outputs are {(seq, batch, h)}")
     rows = batch if rows is None else rows
