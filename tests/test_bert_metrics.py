@@ -391,3 +391,18 @@ def test_covariance_score_eigen_fallback(monkeypatch):
     monkeypatch.setattr(torch.linalg, "cholesky_ex", lambda a: (a, torch.tensor(1)))  # "not positive definite"
     assert covariance_score(m) == pytest.approx(expected, rel=1e-10)
     assert covariance_score(m) == pytest.approx(eig_covariance(m), rel=1e-8)
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_covariance_score_one_non_finite_entry_is_undefined(bad):
+    m = np.random.default_rng(0).normal(size=(6, 40))
+    m[2, 7] = bad
+    with pytest.raises(UndefinedScore, match="non-finite"):
+        covariance_score(m)
+
+
+def test_covariance_score_gram_overflow_is_undefined():
+    m = np.random.default_rng(0).normal(size=(6, 40))
+    m[3] *= 1e200  # finite, but its squares overflow float64
+    with pytest.raises(UndefinedScore, match="overflows"):
+        covariance_score(m)

@@ -14,7 +14,7 @@ from tfnas.models.awd_lm import AWDLanguageModel
 from tfnas.models.rnn_cell import CellCapture
 from tfnas.passes import bptt
 from tfnas.passes.rnn import noise_epsilon
-from tfnas.spaces.nasbench_nlp import OPS, Recipe, generate_recipe, read_benchmark
+from tfnas.spaces.nasbench_nlp import OPS, NasBenchNLP, Recipe, generate_recipe, read_benchmark
 
 PAPER_METRICS = [
     "hidden_covariance",
@@ -107,6 +107,16 @@ def test_zero_state_cell_gets_nan_with_reason(benchmark, batch):
         assert math.isnan(result.scores[key])
         assert "zero" in result.reasons[key]
     assert result.scores["num_params"] > 0
+
+
+def test_overflowing_cell_gets_nan_with_reason(batch):
+    """Generated cell 19 (seed 0) multiplies states together; they overflow float32 in every layer."""
+    space = NasBenchNLP(None, generate=20)
+    model = space.build(space[19], seed=0).eval()
+    result = engine.score("rnn", model, batch, ["hidden_covariance"])
+    for layer in (1, 2, 3):
+        assert math.isnan(result.scores[f"hidden_covariance_l{layer}"])
+        assert f"layer {layer} hidden state overflows float32" in result.reasons[f"hidden_covariance_l{layer}"]
 
 
 # ---------------------------------------------------------------- hand computations on a tiny model

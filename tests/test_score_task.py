@@ -82,6 +82,7 @@ def test_failing_architecture_is_recorded_and_the_sweep_goes_on(data_dir, tmp_pa
         ("metrics.names=[bogus]", "no metric 'bogus'"),
         ("arch=abc", "arch must be an integer, got 'abc'"),
         ("+shard=-1", "shard must be >= 0, got -1"),
+        ("arch=-1", "arch must be >= 0, got -1"),
     ],
 )
 def test_sweep_errors_fail_before_any_record(data_dir, tmp_path, override, message):

@@ -77,8 +77,15 @@ def correlation(m: torch.Tensor | np.ndarray) -> torch.Tensor:
     a = _as_float64_matrix(m, "correlation", check_finite=False, copy=True)
     mean = a.mean(dim=1, keepdim=True)
     gram = _gram(a.sub_(mean))  # in place: ``a`` is our own copy
-    if not torch.isfinite(gram).all():  # non-finite inputs always reach the Gram matrix
-        raise UndefinedScore(f"correlation: matrix has {int((~torch.isfinite(a)).sum())} non-finite entries")
+    # A non-finite entry makes its row's mean, and so its diagonal entry, non-finite;
+    # finite diagonals bound every other entry (Cauchy-Schwarz).
+    if not torch.isfinite(torch.diagonal(gram)).all():
+        bad = int((~torch.isfinite(a)).any(dim=1).sum())
+        raise UndefinedScore(
+            f"correlation: {bad} of {a.shape[0]} rows have non-finite entries"
+            if bad
+            else "correlation: Gram matrix overflows float64"
+        )
     var = torch.diagonal(gram).clone()  # n · variance of each row
     n = a.shape[1]
     # A row is constant when its spread is at round-off level relative to its RMS value.
@@ -89,8 +96,8 @@ def correlation(m: torch.Tensor | np.ndarray) -> torch.Tensor:
             f"{int(constant.sum())} of {a.shape[0]} rows are constant (zero variance): correlation undefined"
         )
     inv = var.rsqrt()
-    c = gram * inv[:, None] * inv[None, :]
-    return (c + c.T) / 2  # exact symmetry for the solvers below
+    c = gram.mul_(inv[:, None]).mul_(inv[None, :])  # in place: the Gram matrix is ours
+    return c.add(c.T).mul_(0.5)  # exactly symmetric
 
 
 def covariance_score(m: torch.Tensor | np.ndarray, k: float = COVARIANCE_K) -> float:
@@ -115,14 +122,15 @@ def covariance_score(m: torch.Tensor | np.ndarray, k: float = COVARIANCE_K) -> f
             entries, or fewer than 2 rows or columns.
     """
     c = correlation(m)
-    eye = torch.eye(c.shape[0], dtype=torch.float64, device=c.device)
-    chol, info = torch.linalg.cholesky_ex(c + k * eye)
+    c.diagonal().add_(k)  # A = C + kI, in place: ``c`` is ours
+    chol, info = torch.linalg.cholesky_ex(c)
     if int(info) == 0:
+        eye = torch.eye(c.shape[0], dtype=torch.float64, device=c.device)
         inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)
         log_sum = 2.0 * torch.log(torch.diagonal(chol)).sum()
         inv_sum = inv_chol.square().sum()
     else:
-        lam = torch.linalg.eigvalsh(c).clamp_min(0.0)
+        lam = (torch.linalg.eigvalsh(c) - k).clamp_min(0.0)
         log_sum = torch.log(lam + k).sum()
         inv_sum = (1.0 / (lam + k)).sum()
     return float(-(log_sum + inv_sum))

@@ -57,6 +57,8 @@ def hidden_covariance(ctx: ScoringContext) -> dict[str, float]:
                 raise UndefinedScore(f"layer {i + 1} hidden state is exactly zero at every step: correlation undefined")
             scores[name] = covariance_score(flat)
         except UndefinedScore as exc:
+            if "non-finite" in exc.reason:  # say where: the cell's states blew up in the forward
+                exc = UndefinedScore(f"layer {i + 1} hidden state overflows float32 in the forward ({exc.reason})")
             scores[name] = exc
     return scores
 

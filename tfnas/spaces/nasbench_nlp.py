@@ -900,7 +900,7 @@ def _resolve(path: str | Path) -> Path:
         if alt.exists():
             return alt.resolve()
     if not p.exists():
-        where = "" if p.is_absolute() else f" (nor as {default_data_dir() / p})"
+        where = "" if p.is_absolute() else f" (looked in {Path.cwd()} and {default_data_dir()})"
         raise FileNotFoundError(
             f"NAS-Bench-NLP benchmark not found: {p}{where}; set paths.data_dir or TFNAS_DATA_DIR to the folder "
             "that holds nasbench_nlp/ (the data README says where to download it)"

@@ -45,7 +45,9 @@ def arch_indices(cfg: DictConfig, size: int) -> list[int]:
         start = shard * n
         return list(range(start, min(start + n, size)))
     arch = _int_option(cfg, "arch")
-    return [arch] if 0 <= arch < size else []
+    if arch < 0:
+        raise ValueError(f"arch must be >= 0, got {arch}")
+    return [arch] if arch < size else []
 
 
 def _int_option(cfg: DictConfig, key: str) -> int:
