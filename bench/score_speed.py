@@ -30,7 +30,7 @@ from tfnas import engine
 from tfnas.data.ptb import PTBScoringData
 from tfnas.passes.rnn import NOISE_NEEDS, noise_pass
 from tfnas.paths import default_data_dir
-from tfnas.spaces.nasbench_nlp import NasBenchNLP
+from tfnas.spaces.nasbench_nlp.space import NasBenchNLP
 from tfnas.tasks.runtime import setup_runtime
 
 FAMILIES = [

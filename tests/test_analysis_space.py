@@ -80,7 +80,7 @@ def test_suggested_subspace_beats_full_space(raw, result):
 
 
 def test_space_size_with_layer_restrictions(data_dir):
-    from tfnas.spaces.nasbench_bert import load_search_space
+    from tfnas.spaces.nasbench_bert.definition import load_search_space
 
     s = load_search_space(data_dir / "nasbench_bert" / "search_space.json")
     # Only SA layers (2 parameters) with 4 heads: 2 × 1 × 2 × 2 = 8 options per layer.

@@ -9,7 +9,8 @@ import torch
 
 from tfnas.models.awd_lm import AWDLanguageModel, count_parameters
 from tfnas.models.rnn_cell import RecurrentLayer
-from tfnas.spaces.nasbench_nlp import Recipe, read_benchmark
+from tfnas.spaces.nasbench_nlp.benchmark import read_benchmark
+from tfnas.spaces.nasbench_nlp.recipe import Recipe
 
 WT2_VOCAB, PTB_VOCAB = 33_278, 10_000
 

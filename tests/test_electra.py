@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from tfnas.data.pretraining import PretrainingDataModule, collate_rows, pack_token_ids
 from tfnas.models.flexibert import FlexiBertConfig
-from tfnas.spaces.nasbench_bert import NasBenchBERT, model_config
+from tfnas.spaces.nasbench_bert.space import NasBenchBERT, model_config
 from tfnas.systems.electra import (
     ElectraPretrainingModel,
     ElectraPretrainingSystem,

@@ -7,16 +7,9 @@ import pytest
 import torch
 
 from tfnas.models.flexibert import FlexiBertModel
-from tfnas.spaces.nasbench_bert import (
-    SCORE_KEYS,
-    ConfigGenerator,
-    NasBenchBERT,
-    count_params,
-    generate_config,
-    load_benchmark,
-    load_search_space,
-    model_config,
-)
+from tfnas.spaces.nasbench_bert.benchmark import SCORE_KEYS, load_benchmark
+from tfnas.spaces.nasbench_bert.definition import ConfigGenerator, generate_config, load_search_space
+from tfnas.spaces.nasbench_bert.space import NasBenchBERT, count_params, model_config
 
 
 @pytest.fixture(scope="module")

@@ -16,25 +16,22 @@ import pytest
 from scipy import stats
 
 from tfnas.spaces.base import Architecture
-from tfnas.spaces.nasbench_nlp import (
+from tfnas.spaces.nasbench_nlp.benchmark import HANDMADE_RECIPE_IDS, read_benchmark
+from tfnas.spaces.nasbench_nlp.generator import RecipeGenerator, check_sanity, generate_recipe
+from tfnas.spaces.nasbench_nlp.recipe import (
     ACTIVATIONS,
-    HANDMADE_RECIPE_IDS,
     OPS,
     CycleError,
     InputCountError,
-    MissingOutputError,
-    NasBenchNLP,
-    Recipe,
     InvalidRecipe,
+    MissingOutputError,
+    Recipe,
     RecipeError,
-    RecipeGenerator,
     UnknownInputError,
     UnknownOpError,
     UnusedNodeWarning,
-    check_sanity,
-    generate_recipe,
-    read_benchmark,
 )
+from tfnas.spaces.nasbench_nlp.space import NasBenchNLP
 
 LOG_NAME = re.compile(r"log_stats_model_(\d+)_.+_(\d+)\.json")
 

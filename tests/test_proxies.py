@@ -25,7 +25,7 @@ from tfnas.models.awd_lm import AWDLanguageModel
 from tfnas.models.flexibert import FlexiBertConfig, FlexiBertModel
 from tfnas.passes.proxies import rnn_params, run_rnn
 from tfnas.paths import REPO_ROOT
-from tfnas.spaces.nasbench_nlp import Recipe
+from tfnas.spaces.nasbench_nlp.recipe import Recipe
 
 PROXIES = ["grad_norm", "snip", "grasp", "fisher", "synflow", "naswot", "zen"]
 PASSES = ["proxy_loss", "proxy_loss_hvp", "proxy_codes", "proxy_synflow", "proxy_zen"]

@@ -14,7 +14,10 @@ from tfnas.models.awd_lm import AWDLanguageModel
 from tfnas.models.rnn_cell import CellCapture
 from tfnas.passes import bptt
 from tfnas.passes.rnn import noise_epsilon
-from tfnas.spaces.nasbench_nlp import OPS, NasBenchNLP, Recipe, generate_recipe, read_benchmark
+from tfnas.spaces.nasbench_nlp.benchmark import read_benchmark
+from tfnas.spaces.nasbench_nlp.generator import generate_recipe
+from tfnas.spaces.nasbench_nlp.recipe import OPS, Recipe
+from tfnas.spaces.nasbench_nlp.space import NasBenchNLP
 
 PAPER_METRICS = [
     "hidden_covariance",

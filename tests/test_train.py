@@ -23,7 +23,7 @@ import tfnas.hydra_support  # noqa: F401  (registers the tfnas_job resolver)
 from tfnas import results
 from tfnas.data.ptb import load_corpus
 from tfnas.data.ptb_datamodule import PTBDataModule, TBPTTWindowSampler, draw_seq_len, train_window_plan
-from tfnas.spaces.nasbench_nlp import NasBenchNLP
+from tfnas.spaces.nasbench_nlp.space import NasBenchNLP
 from tfnas.systems.language_model import LanguageModelSystem, NAN_STATUS
 from tfnas.tasks import train as train_task
 from tfnas.tasks.score import sweep_settings

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from tfnas.spaces.nasbench_bert import GLUE_TASK_KEYS
+from tfnas.spaces.nasbench_bert.benchmark import GLUE_TASK_KEYS
 
 #: Per-task GLUE columns of NAS-Bench-BERT, followed by their average.
 BERT_TASKS: tuple[str, ...] = GLUE_TASK_KEYS

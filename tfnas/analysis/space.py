@@ -1,7 +1,7 @@
 """NAS-Bench-BERT search-space analysis: which design choices drive GLUE, and a pruned sub-space.
 
 Needs no scores: reads the benchmark with
-:func:`tfnas.spaces.nasbench_bert.load_benchmark` (500 trained architectures,
+:func:`tfnas.spaces.nasbench_bert.benchmark.load_benchmark` (500 trained architectures,
 GLUE dev scores) and the space definition with ``load_search_space``.
 
 The paper's conclusion (Serianni & Kalita 2023, §6; PAPER.md): hidden size
@@ -43,7 +43,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tfnas.spaces.nasbench_bert import SCORE_KEYS, SearchSpace, load_benchmark, load_search_space
+from tfnas.spaces.nasbench_bert.benchmark import SCORE_KEYS, load_benchmark
+from tfnas.spaces.nasbench_bert.definition import SpaceDefinition, load_search_space
 
 ARCH_CHOICES = ("hidden_size", "num_layers")
 LAYER_CHOICES = ("operation_type", "operation", "num_operation_heads", "feed_forward_dimension", "num_feed_forward")
@@ -56,7 +57,7 @@ def _layer_value(layer: dict, choice: str) -> str:
     return str(layer[choice])
 
 
-def read_benchmark(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, SearchSpace]:
+def read_benchmark(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, SpaceDefinition]:
     """The benchmark as two tables, and its search space.
 
     Args:
@@ -168,7 +169,7 @@ class SubSpace:
         return ", ".join(f"{c} ∈ {{{', '.join(v)}}}" for c, v in self.restrictions.items())
 
 
-def allowed_values(space: SearchSpace) -> dict[str, list[str]]:
+def allowed_values(space: SpaceDefinition) -> dict[str, list[str]]:
     """Every choice's allowed values, as strings (``operation`` as ``TYPE:PARAM``)."""
     return {
         "hidden_size": [str(v) for v in space.hidden_sizes],
@@ -181,7 +182,7 @@ def allowed_values(space: SearchSpace) -> dict[str, list[str]]:
     }
 
 
-def space_size(space: SearchSpace, restrictions: dict[str, Sequence[str]] | None = None) -> int:
+def space_size(space: SpaceDefinition, restrictions: dict[str, Sequence[str]] | None = None) -> int:
     """Number of architectures the search space allows under ``restrictions``.
 
     A layer is one (operation type, parameter, heads, feed-forward size,
@@ -211,7 +212,7 @@ def _members(archs: pd.DataFrame, layers: pd.DataFrame, restrictions: dict[str, 
 def suggest_subspace(
     archs: pd.DataFrame,
     layers: pd.DataFrame,
-    space: SearchSpace,
+    space: SpaceDefinition,
     target: str = "glue",
     min_gap: float = 2.0,
     min_tau: float = 0.2,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tfnas.models.rnn_cell import CellCapture, RecurrentLayer
-from tfnas.spaces.nasbench_nlp import Recipe
+from tfnas.spaces.nasbench_nlp.recipe import Recipe
 
 
 @dataclass

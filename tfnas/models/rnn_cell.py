@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tfnas.spaces.nasbench_nlp import Recipe
+from tfnas.spaces.nasbench_nlp.recipe import Recipe
 
 _ACTIVATIONS = {
     "activation_tanh": torch.tanh,
@@ -81,7 +81,7 @@ class RecurrentLayer(nn.Module):
     recipe key order. ``bias`` has shape [n_linear, hidden].
 
     Args:
-        recipe: a validated :class:`~tfnas.spaces.nasbench_nlp.Recipe`.
+        recipe: a validated :class:`~tfnas.spaces.nasbench_nlp.recipe.Recipe`.
         input_size: size of ``x``.
         hidden_size: size of every node and hidden-tuple element.
         wdrop: DropConnect probability on every weight whose source is not

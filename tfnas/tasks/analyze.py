@@ -453,7 +453,7 @@ def _space_view(o: _Outputs, c: dict[str, Any]) -> dict[str, Any] | None:
     arch_rows = res["choices"][res["choices"]["level"] == "architecture"]
     layer_rows = res["choices"][(res["choices"]["level"] == "layer")]
     body = "\n\n".join([
-        f"Read with `tfnas.spaces.nasbench_bert.load_benchmark` from `{path}` ({sub.n_bench_full} architectures); "
+        f"Read with `tfnas.spaces.nasbench_bert.benchmark.load_benchmark` from `{path}` ({sub.n_bench_full} architectures); "
         f"{t} per value of each design choice (no scores needed).",
         "Architecture-level choices:\n\n" + report.md_table(arch_rows.drop(columns=["level", "group", "tau_fraction"]), {"n": 0}),
         "Hidden size × depth:\n\n" + report.md_table(res["cross"]),

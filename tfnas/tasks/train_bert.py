@@ -65,7 +65,8 @@ from tfnas import results
 from tfnas.callbacks import TrainingFreeScores
 from tfnas.data.glue import GlueDataModule, get_task
 from tfnas.models.flexibert import FlexiBertModel
-from tfnas.spaces.nasbench_bert import GLUE_TASK_KEYS, model_config
+from tfnas.spaces.nasbench_bert.benchmark import GLUE_TASK_KEYS
+from tfnas.spaces.nasbench_bert.space import model_config
 from tfnas.systems.electra import ElectraPretrainingModel, ElectraPretrainingSystem, seed_all
 from tfnas.systems.glue import GlueSystem
 from tfnas.tasks.runtime import make_loggers, make_trainer, setup_runtime, to_container
