@@ -1,7 +1,7 @@
 """Analyse result records: correlations, figures, search and search-space views.
 
     python analyze.py results_dir=results out_dir=analysis_out
-    python analyze.py 'results_dir=[results/a,results/b]' select.metric=hidden_covariance_l1
+    python analyze.py results_dir=results/search search=learned   # the next batch to train
 
 All the work is in :func:`tfnas.tasks.analyze.analyze`; see ``conf/analyze.yaml``.
 """

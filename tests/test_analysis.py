@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from tfnas.analysis import ablation, combine, search
+from tfnas.analysis import ablation, combine, stats as astats
 from tfnas.analysis.exclude import exclusion_counts, exclusion_rows
 from tfnas.analysis.load import choose_setting, load_records, wide_table
 from tfnas.analysis.stats import (
@@ -367,53 +367,13 @@ def test_correlate_degenerate_inputs_do_not_crash():
         correlate(np.array([1.0, np.nan, 3.0]), np.arange(3.0))
 
 
-# ---------------------------------------------------------------- search view
-
-def test_search_oracle_dominates_and_perfect_metric_is_oracle(nlp_set):
-    df = wide_table(load_records(nlp_set["dir"]).entries)
-    sub = _usable_truth(df, "synthetic_good")
-    q = -sub["test_loss"].to_numpy()
-    for score in (sub["synthetic_good"].to_numpy(), sub["num_params"].to_numpy()):
-        picks = search.simulate_search(score, q, budgets=[5, 20, 1000], draws=300, seed=0)
-        assert sorted(picks) == [5, 20]  # 1000 > n is skipped
-        for b, p in picks.items():
-            assert (q[p["oracle"]] >= q[p["metric"]]).all()
-            assert (q[p["oracle"]] >= q[p["random"]]).all()
-    perfect = search.simulate_search(q.copy(), q, budgets=[10, 50], draws=200, seed=1)
-    for p in perfect.values():
-        assert (q[p["metric"]] == q[p["oracle"]]).all()
-    # The metric picks the highest score of its subset: compare with a brute-force pick on one budget.
-    score = sub["synthetic_good"].to_numpy()
-    p = search.simulate_search(score, q, budgets=[7], draws=50, seed=2)[7]
-    assert (score[p["metric"]] >= score[p["random"]]).all()
-
-    table = search.search_table(df, ["synthetic_good"], "test_loss", [10, 50], draws=300)
-    t = table.set_index(["budget", "method"])["mean"]
-    for b in (10, 50):  # in loss units: lower is better
-        assert t[(b, "oracle")] <= t[(b, "metric")] <= t[(b, "random")]
-
+# ---------------------------------------------------------------- top-k overlap
 
 def test_top_k_overlap():
     q = np.arange(100.0)
-    assert search.top_k_overlap(q, q, 0.1) == {"n": 100, "k": 10, "overlap": 10, "expected_random": 1.0}
-    assert search.top_k_overlap(-q, q, 0.1)["overlap"] == 0
-    assert search.top_k_overlap(np.r_[q[:95], -q[95:]], q, 0.1)["overlap"] == 5
-
-
-def test_selection_lists_top_k_and_compares_with_random(nlp_set):
-    df = wide_table(load_records(nlp_set["dir"]).entries)
-    sel = search.select_top_k(df, "synthetic_good", 8, "test_loss", draws=500)
-    ok = df[np.isfinite(df["synthetic_good"])].sort_values("synthetic_good", ascending=False)
-    assert sel.archs == ok["arch"].head(8).tolist()
-    assert sel.command() == "python train.py -m 'arch=" + ",".join(map(str, sel.archs)) + "'"
-    chosen = df.set_index("arch").loc[sel.archs]
-    with_truth = chosen[(chosen["status"] == "OK") & np.isfinite(chosen["test_loss"])]
-    assert sel.n_with_truth == len(with_truth) >= 5  # failed trainings among the picks have no truth
-    assert sel.chosen_median == pytest.approx(with_truth["test_loss"].median())
-    # A metric close to the truth picks clearly better than random (lower loss).
-    assert sel.chosen_median < sel.random_median_lo
-    with pytest.raises(KeyError, match="nope"):
-        search.select_top_k(df, "nope", 3, "test_loss")
+    assert astats.top_k_overlap(q, q, 0.1) == {"n": 100, "k": 10, "overlap": 10, "expected_random": 1.0}
+    assert astats.top_k_overlap(-q, q, 0.1)["overlap"] == 0
+    assert astats.top_k_overlap(np.r_[q[:95], -q[95:]], q, 0.1)["overlap"] == 5
 
 
 # ---------------------------------------------------------------- combinations
@@ -423,7 +383,7 @@ def test_cv_predictions_never_read_the_held_out_ground_truth():
     n, m = 150, 6
     x = rng.normal(size=(n, m))
     q = x[:, 0] + 0.5 * x[:, 1] + rng.normal(size=n)
-    r = combine.normalized_ranks(x)
+    r = stats.rankdata(x, axis=0) / n
     base = combine.cv_predictions(r, q, folds=5, seed=3)
     fold = base["fold"]
     for f in range(5):
@@ -450,7 +410,7 @@ def test_learned_combination_on_noise_is_not_inflated():
         assert verdict["n"] == n and len(verdict["metrics"]) == m
         cv_taus.append(table.set_index("kind").loc["cv_ridge", "kendall_tau"])
         # The same kind of model fitted and scored on all architectures looks good: the inflation CV avoids.
-        z = combine.normalized_ranks(df[metrics].to_numpy())
+        z = stats.rankdata(df[metrics].to_numpy(), axis=0) / n
         z = np.column_stack([z - z.mean(0), np.ones(n)])
         fit = z @ np.linalg.lstsq(z, stats.rankdata(df["glue"]), rcond=None)[0]
         fit_taus.append(stats.kendalltau(fit, df["glue"]).statistic)
@@ -481,13 +441,19 @@ def test_learned_combination_is_set_against_references_on_its_architectures():
     assert "Against reversed alone" in verdict["text"]
 
 
-def test_rank_combinations_use_oriented_normalised_ranks(nlp_set):
+def test_rank_combinations_use_oriented_normalised_ranks_and_keep_undefined_scores(nlp_set):
     df = wide_table(load_records(nlp_set["dir"]).entries)
     corr = correlation_table(df, ["num_params", "synthetic_good"], ["test_loss"], n_boot=20)
     rows = combine.rank_combinations(df, [["synthetic_good", "num_params"]], "test_loss", corr, n_boot=20)
-    sub = df[(df["record_status"] == "ok") & (df["status"] == "OK") & np.isfinite(df["synthetic_good"])]
+    sub = df[(df["record_status"] == "ok") & (df["status"] == "OK") & np.isfinite(df["test_loss"])]
+    good = sub["synthetic_good"].to_numpy()
+    defined = np.isfinite(good)
+    assert (~defined).sum() == 5  # the NaN and inf scores stay in the combination
+    r_good = np.empty(len(sub))
+    r_good[defined] = stats.rankdata(good[defined]) / defined.sum()
+    r_good[~defined] = np.median(r_good[defined])
     sign = np.sign(corr.set_index("metric").loc["num_params", "kendall_tau"])
-    ra = (stats.rankdata(sub["synthetic_good"]) + stats.rankdata(sign * sub["num_params"])) / (2 * len(sub))
+    ra = (r_good + stats.rankdata(sign * sub["num_params"]) / len(sub)) / 2
     expected = stats.kendalltau(ra, -sub["test_loss"]).statistic
     got = rows.set_index("kind").loc["rank_average", "kendall_tau"]
     assert got == pytest.approx(expected, abs=1e-12)
@@ -541,12 +507,12 @@ def test_end_to_end_nlp_via_compose(nlp_set, tmp_path, capsys):
     from tfnas.tasks.analyze import analyze
 
     out = tmp_path / "out"
-    cfg = _compose([f"results_dir={nlp_set['dir']}", f"out_dir={out}", "bootstrap=50", "draws=100",
-                    "budgets=[5,20,1000]", "select.metric=synthetic_good", "select.k=5"])
+    cfg = _compose([f"results_dir={nlp_set['dir']}", f"out_dir={out}", "bootstrap=50", "search=top_metric",
+                    "search.metric=synthetic_good", "search.batch=5", "search.simulate.repeats=20"])
     res = analyze(cfg)["nasbench_nlp"]
-    for name in ("scores.csv", "correlations.csv", "exclusions.csv", "search.csv", "topk.csv", "combinations.csv",
-                 "summary.md", "selection.md", "scatter.png", "scatter.pdf", "tau_bars.png", "tau_bars.pdf",
-                 "search.png", "search.pdf", "combinations.png"):
+    for name in ("scores.csv", "correlations.csv", "exclusions.csv", "search_budget.csv", "search_targets.csv",
+                 "topk.csv", "combinations.csv", "summary.md", "proposal.md", "proposal.json", "scatter.png",
+                 "scatter.pdf", "tau_bars.png", "tau_bars.pdf", "search.png", "search.pdf", "combinations.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert not (out / "space_choices.csv").exists()  # no search-space view for NAS-Bench-NLP records
@@ -572,9 +538,12 @@ def test_end_to_end_nlp_via_compose(nlp_set, tmp_path, capsys):
     assert "synthetic_good" in printed and "τ=+" in printed and "python train.py -m 'arch=" in printed
     finite = scores[(scores["record_status"] == "ok") & np.isfinite(scores["synthetic_good"])]  # inf is not a pick
     ranked = finite.sort_values("synthetic_good", ascending=False, kind="stable")
-    assert res["selection"] == ranked["arch"].head(5).tolist()
-    search_csv = pd.read_csv(out / "search.csv")
-    assert sorted(search_csv["budget"].unique()) == [5, 20]
+    assert res["proposal"]["batch"] == ranked["arch"].head(5).tolist() and res["proposal"]["spent"] == 0
+    # the simulation runs on the 113 architectures with usable truth, NaN / inf scores included
+    curves = pd.read_csv(out / "search_budget.csv")
+    assert curves["n_pool"].iloc[0] == round(0.5 * 113) and curves["budget"].max() == int(0.25 * 56)
+    assert {"random", "oracle", "top:synthetic_good", "learned", "ego"} <= set(curves["strategy"])
+    assert "synthetic_good for 5 of 113" in summary and "random search needs a median of" in summary
 
 
 def test_end_to_end_bert_with_ablation_and_space_view(tmp_path, data_dir):
@@ -587,7 +556,7 @@ def test_end_to_end_bert_with_ablation_and_space_view(tmp_path, data_dir):
     save(Record(space="nasbench_bert", arch=1, benchmark_id="1", seed=0, config_hash="extra",
                 scores={"rare": 2.0}, settings={"seed": 0, "batch_index": 0}), tmp_path / "r")
     out = tmp_path / "out"
-    cfg = _compose([f"results_dir={tmp_path / 'r'}", f"out_dir={out}", "bootstrap=30", "draws=50",
+    cfg = _compose([f"results_dir={tmp_path / 'r'}", f"out_dir={out}", "bootstrap=30", "search.simulate.repeats=10",
                     "plots.formats=[png]", f"data_dir={data_dir}"])
     res = analyze(cfg)["nasbench_bert"]
     assert res["targets"][0] == "glue" and len(res["targets"]) == 9
@@ -612,7 +581,8 @@ def test_analyze_py_runs_as_a_script(nlp_set, tmp_path, data_dir):
     env = {**os.environ, "TFNAS_DATA_DIR": str(data_dir)}
     proc = subprocess.run(
         [sys.executable, str(REPO_ROOT / "analyze.py"), f"results_dir={nlp_set['dir']}", f"out_dir={out}",
-         "bootstrap=20", "draws=20", "plots.formats=[png]", "tensorboard=false", "learned.enabled=false"],
+         "bootstrap=20", "search.simulate.enabled=false", "plots.formats=[png]", "tensorboard=false",
+         "learned.enabled=false"],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "correlations.csv").is_file() and (out / "summary.md").is_file()
@@ -627,8 +597,7 @@ def test_analyze_py_runs_as_a_script(nlp_set, tmp_path, data_dir):
     assert bad.returncode != 0 and "does not exist" in bad.stderr
 
 
-def test_resample_ranks_equal_rankdata_and_subsets_are_uniform():
-    from tfnas.analysis.search import random_subsets
+def test_resample_ranks_equal_rankdata():
     from tfnas.analysis.stats import resample_counts, resample_ranks
 
     rng = np.random.default_rng(4)
@@ -639,11 +608,6 @@ def test_resample_ranks_equal_rankdata_and_subsets_are_uniform():
     r = resample_ranks(v, c)
     for b, i in enumerate(idx):
         assert np.allclose(r[b, i], stats.rankdata(v[i]))
-    subs = random_subsets(np.random.default_rng(0), 4000, 10, 3)
-    assert all(len(set(row)) == 3 for row in subs[:100])
-    # Every item is the first (the "random pick") about equally often: 400 ± 4 sd.
-    first = np.bincount(subs[:, 0], minlength=10)
-    assert np.abs(first - 400).max() < 4 * math.sqrt(4000 * 0.1 * 0.9)
 
 
 def test_scatter_axis_scale_rule():

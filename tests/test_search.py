@@ -3,6 +3,8 @@ the simulation's statistics, and the replayed search a user runs."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -202,3 +204,94 @@ def test_top_metric_proposes_its_ranking_batch_by_batch():
     p = propose(df, {}, "top_metric", {"metric": "perfect"}, budget=10, batch=4)
     assert p.batch == df["perfect"].sort_values(ascending=False).index[:4].tolist()
     assert train_command([3, 17], ["space=nasbench_nlp"]) == "python train.py -m 'arch=3,17' space=nasbench_nlp"
+
+
+# ---------------------------------------------------------------- configs
+
+def test_search_configs_match_the_defaults_and_select_their_strategy():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from tfnas.paths import REPO_ROOT
+    from tfnas.search.report import DEFAULTS
+
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        base = OmegaConf.to_container(compose(config_name="analyze").search)
+        assert base == DEFAULTS
+        for name in strategies.STRATEGIES:
+            cfg = compose(config_name="analyze", overrides=[f"search={name}", "search.batch=3"])
+            assert cfg.search.strategy == name and cfg.search.batch == 3 and cfg.search.budget == DEFAULTS["budget"]
+
+
+# ---------------------------------------------------------------- the user's loop through analyze.py
+
+def _candidates(results_dir, n=40, with_benchmark_truth=False, seed=0):
+    """Score records of n generated NAS-Bench-NLP cells (a 'good' and a 'noise' metric); the hidden test loss."""
+    from tfnas.results import Record, save
+
+    rng = np.random.default_rng(seed)
+    loss = 5 + rng.random(n)
+    space_cfg = {"benchmark": None, "generate": n, "num_hidden": [1, 2, 3], "generator_seed": 0}
+    for i in range(n):
+        settings = {"space": "nasbench_nlp", "space_cfg": space_cfg, "arch": i, "seed": 0, "batch_index": 0}
+        save(Record(space="nasbench_nlp", arch=i, benchmark_id=None, seed=0, config_hash="s", settings=settings,
+                    scores={"good": float(-loss[i] + 0.3 * rng.normal()), "noise": float(rng.normal())},
+                    truth={"test_loss": float(loss[i]), "status": "OK"} if with_benchmark_truth else {}),
+             results_dir)
+    return loss, space_cfg
+
+
+def _train(results_dir, archs, loss, space_cfg, failed=()):
+    from tfnas.results import Record, save
+
+    for a in archs:
+        settings = {"space": "nasbench_nlp", "space_cfg": space_cfg, "arch": int(a), "seed": 0, "batch_index": 0}
+        truth = ({"test_loss": float("nan"), "status": "loss is nan!"} if a in failed
+                 else {"test_loss": float(loss[a]), "status": "OK"})
+        save(Record(space="nasbench_nlp", arch=int(a), benchmark_id=None, seed=0, config_hash="t", source="train",
+                    settings=settings, scores={}, truth=truth), results_dir)
+
+
+def _analyze(results_dir, out, *extra):
+    from hydra import compose, initialize_config_dir
+
+    from tfnas.paths import REPO_ROOT
+    from tfnas.tasks.analyze import analyze
+
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="analyze", overrides=[
+            f"results_dir={results_dir}", f"out_dir={out}", "bootstrap=10", "tensorboard=false",
+            "plots.formats=[png]", "learned.enabled=false", "search=learned", "search.metric=good",
+            "search.budget=9", "search.batch=3", "search.warm=3", *extra])
+    return analyze(cfg)["nasbench_nlp"]["proposal"]
+
+
+def test_analyze_proposes_batches_resumes_and_is_idempotent(tmp_path, capsys):
+    res = tmp_path / "r"
+    loss, space_cfg = _candidates(res)
+    p0 = _analyze(res, tmp_path / "o")
+    assert p0["spent"] == 0 and len(p0["batch"]) == 3
+    assert "space.generate=40" in p0["command"] and f"paths.results_dir={res}" in p0["command"]
+    printed = capsys.readouterr().out
+    assert p0["command"] in printed
+    assert _analyze(res, tmp_path / "o")["batch"] == p0["batch"]               # nothing new: same batch
+    _train(res, p0["batch"], loss, space_cfg, failed=p0["batch"][:1])          # one training diverged
+    p1 = _analyze(res, tmp_path / "o")
+    assert p1["trained"] == p0["batch"] and p1["spent"] == 3 and not set(p1["batch"]) & set(p0["batch"])
+    assert np.isnan(p1["test_loss"][0]) and p1["best"]["test_loss"] == pytest.approx(min(loss[p0["batch"][1:]]))
+    _train(res, p1["batch"], loss, space_cfg)
+    p2 = _analyze(res, tmp_path / "o")
+    _train(res, p2["batch"], loss, space_cfg)
+    done = _analyze(res, tmp_path / "o")
+    assert done["done"] and done["spent"] == 9 and done["batch"] == [] and done["command"] is None
+    assert json.loads((tmp_path / "o" / "proposal.json").read_text())["done"]
+
+
+def test_benchmark_truth_is_ignored_until_trained(tmp_path):
+    res = tmp_path / "r"
+    loss, space_cfg = _candidates(res, with_benchmark_truth=True)
+    p = _analyze(res, tmp_path / "o", "search.simulate.enabled=false")
+    assert p["spent"] == 0 and len(p["batch"]) == 3                            # score records' truth is not "trained"
+    q = _analyze(res, tmp_path / "o", "search.simulate.enabled=false", "search.truth=any")
+    assert q["spent"] == 9 and q["done"]                                       # ... unless asked to count it
+    assert q["best"]["test_loss"] == pytest.approx(min(loss[q["trained"]]))

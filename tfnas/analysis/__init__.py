@@ -19,5 +19,6 @@ Modules, in the order data flows through them:
 - :mod:`~tfnas.analysis.plots` and :mod:`~tfnas.analysis.report`: figures,
   Markdown, TensorBoard.
 
+Search with a training budget (simulation and proposals) is :mod:`tfnas.search`.
 The job that runs them all is :func:`tfnas.tasks.analyze.analyze`.
 """

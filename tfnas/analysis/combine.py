@@ -2,20 +2,24 @@
 
 Rank combinations (as in Abdelfattah et al. 2021's "vote" and the rank
 ensembles of later zero-cost work): each metric is replaced by its normalised
-rank r = rank/n ∈ (0, 1] among the architectures that have all the combined
-metrics (average ranks for ties), after orienting it by the sign of its τ with
-the ground truth; the *rank average* is the mean of the r, the *rank
-product* their geometric mean (same order as the product of ranks, without
-underflow). Choosing the metrics and their signs uses ground truth on the
-same architectures, so these rows are **in-sample** and optimistic.
+rank r = rank/n ∈ (0, 1] among the architectures where it is defined (average
+ranks for ties), after orienting it by the sign of its τ with the ground
+truth; an undefined score gets the median rank
+(:func:`tfnas.search.features.rank_features`), so no architecture leaves a
+combination because one metric is NaN for it. The *rank average* is the mean
+of the r, the *rank product* their geometric mean (same order as the product
+of ranks, without underflow). Choosing the metrics and their signs uses
+ground truth on the same architectures, so these rows are **in-sample** and
+optimistic.
 
 The honest counterpart is evaluated only by k-fold cross-validation: for each
 fold, everything that looks at ground truth (metric signs, which metric is
 best, the ridge weights) is fitted on the other folds and the fold is
 predicted; the out-of-fold predictions of all folds are pooled and scored with
 :func:`tfnas.analysis.stats.correlate` (τ with bootstrap CI). Normalised ranks
-of the scores themselves are computed on all architectures first: that uses no
-ground truth and puts the folds' predictions on one scale.
+of the scores themselves (undefined ones at the median rank) are computed on all
+architectures first: that uses no ground truth and puts the folds'
+predictions on one scale.
 
 Models compared under cross-validation:
 
@@ -35,28 +39,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tfnas.analysis.exclude import usable
+from tfnas.analysis.exclude import usable, usable_truth
+from tfnas.search.features import rank_features
 from tfnas.analysis.stats import CORRELATION_COLUMNS, correlate, target_quality, tau_difference
 
 COMBINATION_COLUMNS = ["name", "kind", "metrics", "evaluation", *CORRELATION_COLUMNS[1:]]
 
 
-def normalized_ranks(x: np.ndarray) -> np.ndarray:
-    """Column-wise average ranks divided by the number of rows, float array [n, m] in (0, 1]."""
-    x = np.asarray(x, dtype=float)
-    if x.ndim == 1:
-        x = x[:, None]
-    return stats.rankdata(x, axis=0) / x.shape[0]
-
-
-def rank_average(ranks: np.ndarray) -> np.ndarray:
-    """Mean of normalised ranks [n, m] over metrics, [n]."""
-    return np.asarray(ranks, dtype=float).mean(axis=1)
-
-
-def rank_product(ranks: np.ndarray) -> np.ndarray:
-    """Geometric mean of normalised ranks [n, m] over metrics, [n] (orders like their product)."""
-    return np.exp(np.log(np.asarray(ranks, dtype=float)).mean(axis=1))
+def _ranks(df: pd.DataFrame, specs: Sequence[str]) -> np.ndarray:
+    """Imputed normalised ranks of the metrics of ``specs`` (``-name`` flips one) [rows, len(specs)]."""
+    return rank_features(df, specs)[0][:, : len(specs)]
 
 
 def _tau(x: np.ndarray, y: np.ndarray) -> float:
@@ -64,13 +56,6 @@ def _tau(x: np.ndarray, y: np.ndarray) -> float:
         warnings.simplefilter("ignore")
         t = stats.kendalltau(x, y, method="asymptotic").statistic
     return 0.0 if not np.isfinite(t) else float(t)
-
-
-def _complete_rows(df: pd.DataFrame, metrics: Sequence[str], target: str) -> np.ndarray:
-    mask = np.ones(len(df), dtype=bool)
-    for m in metrics:
-        mask &= usable(df, m, target)
-    return mask
 
 
 def auto_combos(corr: pd.DataFrame, target: str, sizes: Sequence[int] = (2, 3)) -> list[list[str]]:
@@ -115,13 +100,13 @@ def rank_combinations(
             raise KeyError(f"combine lists unknown metric(s) {unknown}")
         if len(combo) < 2:
             continue
-        mask = _complete_rows(df, combo, target)
-        x = np.column_stack([signs.get(m, 1.0) * df[m].to_numpy(dtype=float)[mask] for m in combo])
-        r = normalized_ranks(x) if mask.sum() else np.empty((0, len(combo)))
-        for kind, fn in (("rank_average", rank_average), ("rank_product", rank_product)):
-            res = correlate(fn(r), q[mask], n_boot=n_boot, ci=ci, seed=seed) if mask.sum() else {"n": 0}
+        mask = usable_truth(df, target)
+        r = _ranks(df[mask], [m if signs.get(m, 1.0) > 0 else f"-{m}" for m in combo])
+        for kind, value in (("rank_average", r.mean(axis=1)), ("rank_product", np.exp(np.log(r).mean(axis=1)))):
+            res = correlate(value, q[mask], n_boot=n_boot, ci=ci, seed=seed) if mask.sum() else {"n": 0}
             rows.append({"name": f"{kind}({'+'.join(combo)})", "kind": kind, "metrics": "+".join(combo),
-                         "evaluation": "in-sample (metrics and signs chosen with ground truth)",
+                         "evaluation": "in-sample (metrics and signs chosen with ground truth; undefined "
+                                       "scores at the median rank)",
                          "target": target, **res})
     return pd.DataFrame(rows, columns=COMBINATION_COLUMNS)
 
@@ -250,12 +235,12 @@ def cross_validated(
     if len(metrics) < 2:
         return empty, {"metrics": metrics, "dropped": dropped, "n": 0,
                        "text": f"no learned combination: {len(metrics)} metric(s) with enough coverage.{note}"}
-    mask = _complete_rows(df, metrics, target)
+    mask = usable_truth(df, target)
     n = int(mask.sum())
     if n < max(10, 2 * folds):
         return empty, {"metrics": metrics, "dropped": dropped, "n": n,
-                       "text": f"no learned combination: only {n} architectures have every metric.{note}"}
-    r = normalized_ranks(np.column_stack([df[m].to_numpy(dtype=float)[mask] for m in metrics]))
+                       "text": f"no learned combination: only {n} architectures have ground truth.{note}"}
+    r = _ranks(df[mask], metrics)
     q = target_quality(df, target)[mask]
     preds = cv_predictions(r, q, folds=folds, ridge=ridge, top_m=top_m, seed=seed)
     evaluation = f"out-of-fold, {folds}-fold CV (pooled predictions)"

@@ -74,15 +74,27 @@ def usable(df: pd.DataFrame, metric: str, target: str) -> np.ndarray:
     Raises:
         KeyError: ``metric`` or ``target`` is not a column (names it).
     """
-    for col in (metric, target):
-        if col not in df.columns:
-            raise KeyError(f"{col!r} is not a column of the score table (columns: {list(df.columns)})")
+    if metric not in df.columns:
+        raise KeyError(f"{metric!r} is not a column of the score table (columns: {list(df.columns)})")
+    return usable_truth(df, target) & np.isfinite(df[metric].to_numpy(dtype=float))
+
+
+def usable_truth(df: pd.DataFrame, target: str) -> np.ndarray:
+    """Boolean mask of the rows with usable ground truth of ``target``, whatever their scores.
+
+    Rules 1 and 2 of the module docstring: ok record, truth status OK, finite
+    target. Combinations and searches impute undefined scores, so they use
+    these rows.
+
+    Raises:
+        KeyError: ``target`` is not a column (names it).
+    """
+    if target not in df.columns:
+        raise KeyError(f"{target!r} is not a column of the score table (columns: {list(df.columns)})")
     ok = (df["record_status"] == "ok").to_numpy()
     if "status" in df.columns:
         ok &= df["status"].map(truth_ok).to_numpy(dtype=bool)
-    t = pd.to_numeric(df[target], errors="coerce").to_numpy(dtype=float)
-    s = df[metric].to_numpy(dtype=float)
-    return ok & np.isfinite(t) & np.isfinite(s)
+    return ok & np.isfinite(pd.to_numeric(df[target], errors="coerce").to_numpy(dtype=float))
 
 
 def exclusion_rows(entries: Sequence[Entry], metrics: Sequence[str], targets: Sequence[str]) -> pd.DataFrame:

@@ -173,41 +173,35 @@ def tau_heatmap(corr: pd.DataFrame, metrics: Sequence[str], targets: Sequence[st
     return fig
 
 
-def search_plot(search: pd.DataFrame, target: str, metrics: Sequence[str], title: str = "") -> Figure:
-    """Target value of the architecture picked among N random ones, vs N (median, IQR bars).
+def search_budget_plot(curves: pd.DataFrame, target: str, strategies: Sequence[str], title: str = "") -> Figure:
+    """Best architecture found vs trainings spent: one line per strategy, its band shaded, random and oracle.
 
-    Random and oracle curves come from the first metric's rows (the same
-    subsets are drawn for every metric of equal n).
+    Args:
+        curves: ``search_budget.csv`` rows (:func:`tfnas.search.simulate.curves`).
+        target: the ground-truth column (y axis, in its own units).
+        strategies: strategy labels to draw (``random`` dotted grey); the
+            ``oracle`` rows (each pool's best) are always drawn, dashed black.
     """
-    s = search[search["target"] == target]
     fig = Figure(figsize=(7.0, 4.6), layout="constrained")
     ax = fig.subplots()
-    budgets = sorted(s["budget"].unique())
-    if not budgets or not len(metrics):
-        ax.text(0.5, 0.5, "no search simulation (too few architectures)", ha="center", transform=ax.transAxes)
+    if curves.empty:
+        ax.text(0.5, 0.5, "no search simulation", ha="center", transform=ax.transAxes)
         return fig
-    ref = s[s["metric"] == metrics[0]]
-    nlines = len(metrics) + 2
-    for i, (label, rows, style) in enumerate(
-        [("oracle", ref[ref["method"] == "oracle"], dict(color="black", linestyle="--")),
-         ("random", ref[ref["method"] == "random"], dict(color="gray", linestyle=":"))]
-        + [(m, s[(s["metric"] == m) & (s["method"] == "metric")], {}) for m in metrics]
-    ):
-        if rows.empty:
+    for i, label in enumerate([*strategies, "oracle"]):
+        g = curves[curves["strategy"] == label].sort_values("budget")
+        if g.empty:
             continue
-        rows = rows.sort_values("budget")
-        # Small horizontal offsets keep the IQR bars apart on the log axis.
-        xs = rows["budget"].to_numpy(dtype=float) * (1 + 0.04 * (i - nlines / 2))
-        med = rows["median"].to_numpy()
-        err = np.vstack([np.maximum(med - rows["q25"].to_numpy(), 0), np.maximum(rows["q75"].to_numpy() - med, 0)])
-        ax.errorbar(xs, med, yerr=err, marker="o", markersize=4, capsize=2, linewidth=1.2, label=label, **style)
+        style = (dict(color="black", linestyle="--") if label == "oracle" else
+                 dict(color="gray", linestyle=":") if label == "random" else dict(color=f"C{i}"))
+        ax.plot(g["budget"], g["best_median"], label=label, linewidth=1.5, **style)
+        ax.fill_between(g["budget"], g["best_lo"], g["best_hi"], color=style["color"], alpha=0.12, linewidth=0)
     ax.set_xscale("log")
-    ax.set_xticks(budgets, [str(b) for b in budgets])
     better = "lower is better" if quality_sign(target) < 0 else "higher is better"
-    ax.set_xlabel("N (architectures sampled)")
-    ax.set_ylabel(f"{target} of the pick ({better})")
-    ax.set_title(f"{title}best of N random architectures: pick by metric vs random vs oracle\n"
-                 "(median over draws, bars: interquartile range)", fontsize=10)
+    ax.set_xlabel("trainings spent (budget B)")
+    ax.set_ylabel(f"{target} of the best found ({better})")
+    r = curves.iloc[0]
+    ax.set_title(f"{title}search with a budget: {int(r['repeats'])} random pools of {int(r['n_pool'])}\n"
+                 "(median over pools, band: central 95 %)", fontsize=10)
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3, linewidth=0.5)
     return fig

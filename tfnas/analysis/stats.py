@@ -235,3 +235,36 @@ def correlation_table(
             res = correlate(df[m].to_numpy(dtype=float)[mask], q[mask], n_boot=n_boot, ci=ci, seed=seed)
             rows.append({"metric": m, "target": t, **res})
     return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+
+
+def top_k_overlap(score: np.ndarray, quality: np.ndarray, fraction: float = 0.1) -> dict:
+    """How many of the metric's top ``fraction`` are in the true top ``fraction``.
+
+    Returns:
+        ``{"n", "k", "overlap", "expected_random"}`` with k = max(1,
+        round(fraction·n)) and the expected overlap of a random ranking k²/n.
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1].
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"top_fraction must be in (0, 1], got {fraction}")
+    x = np.asarray(score, dtype=float)
+    y = np.asarray(quality, dtype=float)
+    n = len(x)
+    k = max(1, int(round(fraction * n)))
+    top_x = set(np.argsort(-x, kind="stable")[:k].tolist())
+    top_y = set(np.argsort(-y, kind="stable")[:k].tolist())
+    return {"n": n, "k": k, "overlap": len(top_x & top_y), "expected_random": k * k / n if n else math.nan}
+
+
+def top_k_table(df: pd.DataFrame, metrics: Sequence[str], target: str, fraction: float) -> pd.DataFrame:
+    """:func:`top_k_overlap` of every metric (columns metric, target, n, k, overlap, expected_random)."""
+    q = target_quality(df, target)
+    rows = []
+    for m in metrics:
+        mask = usable(df, m, target)
+        if mask.sum() < 1:
+            continue
+        rows.append(dict(metric=m, target=target, **top_k_overlap(df[m].to_numpy(dtype=float)[mask], q[mask], fraction)))
+    return pd.DataFrame(rows, columns=["metric", "target", "n", "k", "overlap", "expected_random"])

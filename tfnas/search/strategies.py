@@ -128,11 +128,11 @@ def _sequential(
         fit = np.isfinite(q)
         cand = np.setdiff1d(np.arange(len(scores)), pos)
         if fit.sum() < 3 or x.shape[1] == 0:  # nothing to learn from yet: go on down the warm-start metric
-            nxt = [p for p in warm_order if p not in set(pos.tolist())]
+            nxt = warm_order[~np.isin(warm_order, pos)]
         else:
             gain = acquisition(x[pos[fit]], normal_scores(q[fit]), x[cand])
             nxt = cand[order_by(gain, rng)]
-        oracle.train(np.asarray(nxt)[: min(batch, oracle.remaining)])
+        oracle.train(nxt[: min(batch, oracle.remaining)])
     return list(oracle.history)
 
 

@@ -8,8 +8,10 @@ hold several spaces):
 - ``scores.csv``: one row per architecture of the main setting;
 - ``exclusions.csv``: every reason an architecture is left out;
 - ``correlations.csv``: τ, ρ, r with p-values and bootstrap CIs;
-- ``search.csv``, ``topk.csv``: the search view; ``selection.md`` when
-  ``select.metric`` is set;
+- ``search_budget.csv``, ``search_targets.csv``, ``search.png``: search
+  with a training budget simulated on the records' ground truth
+  (:mod:`tfnas.search`); ``topk.csv``: top-k overlap; ``proposal.md`` /
+  ``proposal.json``: the next batch to train when ``search.strategy`` is set;
 - ``combinations.csv``: rank combinations (in-sample) and the cross-validated
   learned combination;
 - ``ablation.csv``, ``ablation_tau.csv``: when records repeat architectures
@@ -32,11 +34,12 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from tfnas.analysis import ablation as ablation_mod
-from tfnas.analysis import combine, plots, report, search
-from tfnas.analysis.conventions import HEADLINE_METRICS, PUBLISHED, default_targets, quality_label
-from tfnas.analysis.exclude import exclusion_counts, exclusion_rows, truth_problem
+from tfnas.analysis import combine, plots, report
+from tfnas.analysis.conventions import DEFAULT_TARGETS, HEADLINE_METRICS, PUBLISHED, default_targets, quality_label
+from tfnas.analysis.exclude import exclusion_counts, exclusion_rows, truth_problem, usable_truth
 from tfnas.analysis.load import RecordSet, choose_setting, load_records, metric_names, settings_counts, truth_names, wide_table
-from tfnas.analysis.stats import correlation_table
+from tfnas.analysis.stats import correlation_table, top_k_table
+from tfnas.search import report as search_report
 from tfnas.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -45,13 +48,12 @@ DEFAULTS: dict[str, Any] = {
     "results_dir": None, "out_dir": "analysis_out", "where": {}, "targets": None,
     "main": {"seed": None, "batch_index": None},
     "bootstrap": 1000, "ci": 0.95, "seed": 0,
-    "budgets": [10, 100, 1000], "draws": 1000, "top_fraction": 0.1,
-    "select": {"metric": None, "k": 10, "direction": "max"},
+    "top_fraction": 0.1, "search": search_report.DEFAULTS,
     "combine": None, "combine_sizes": [2, 3],
     "learned": {"enabled": True, "metrics": None, "ridge": 0.1, "top_m": 3, "min_coverage": 0.9, "references": None},
     "folds": 5, "tensorboard": True, "tensorboard_dir": None,
     "space_view": "auto", "benchmark_bert": None, "space": {"target": "glue", "min_gap": 2.0, "min_tau": 0.2, "min_archs": 20},
-    "plots": {"formats": ["png", "pdf"], "dpi": 150, "log_ratio": 1000.0, "search_metrics": 5},
+    "plots": {"formats": ["png", "pdf"], "dpi": 150, "log_ratio": 1000.0},
     "console_top": 8,
 }
 
@@ -185,14 +187,19 @@ def _analyze_space(rs: RecordSet, space: str, c: dict[str, Any], out: Path) -> d
         missing = [t for t in targets if t not in truths]
         if missing:
             raise ValueError(f"target(s) {missing} not in the records' ground truth {truths} ({space})")
+    elif not truths and c["search"]["strategy"] and DEFAULT_TARGETS.get(space):
+        targets = list(DEFAULT_TARGETS[space][:1])  # a search's first round: nothing trained yet
     else:
         targets = default_targets(space, truths)
-    ctx = _Ctx(space, c, _Outputs(out, c), rs, entries, main, setting, note, wide_table(main), metric_names(main),
-               targets)
+    df = wide_table(main)
+    for t in targets:
+        if t not in df.columns:
+            df[t] = np.nan
+    ctx = _Ctx(space, c, _Outputs(out, c), rs, entries, main, setting, note, df, metric_names(main), targets)
     n_usable = _records_section(ctx)
     _correlation_section(ctx)
-    _search_section(ctx)
-    sel = _selection_section(ctx)
+    search_console = _search_section(ctx)
+    proposal = _proposal_section(ctx)
     verdict = _combination_section(ctx)
     _ablation_section(ctx)
     sub_info = None
@@ -202,8 +209,7 @@ def _analyze_space(rs: RecordSet, space: str, c: dict[str, Any], out: Path) -> d
 
     info = {"n_archs": len(main), "setting_note": note, "n_usable": n_usable, "n_skipped": len(rs.skipped)}
     console = report.console_summary(space, info, ctx.corr, ctx.primary, c["console_top"])
-    if sel is not None:
-        console += f"\n   top-{len(sel.archs)} by {sel.metric}: {sel.command()}"
+    console += "".join(f"\n   {line}" for line in search_console + (proposal or {}).get("console", []))
     if sub_info:
         console += (f"\n   search space: suggested {sub_info['describe']}: median {sub_info['target']} "
                     f"{sub_info['median']:.2f} vs {sub_info['median_full']:.2f} (full space)")
@@ -212,7 +218,7 @@ def _analyze_space(rs: RecordSet, space: str, c: dict[str, Any], out: Path) -> d
                                                           "kendall_ci_high"]]
     return {"out_dir": str(out), "n_archs": len(main), "setting": setting, "targets": targets,
             "top": top.to_dict("records"), "files": [str(p) for p in ctx.o.files],
-            "selection": sel.archs if sel else None, "subspace": sub_info,
+            "proposal": proposal, "subspace": sub_info,
             "combination": {k: v for k, v in verdict.items() if k != "fold_tau"}, "console": console}
 
 
@@ -282,39 +288,46 @@ def _correlation_section(ctx: _Ctx) -> None:
             o.figure("tau_heatmap", plots.tau_heatmap(corr, ordered, targets, ctx.title))
 
 
-def _search_section(ctx: _Ctx) -> None:
-    """search.csv, topk.csv and the search plot."""
-    o, c, primary, corr = ctx.o, ctx.c, ctx.primary, ctx.corr
-    srch = search.search_table(ctx.df, ctx.metrics, primary, c["budgets"], c["draws"], c["seed"])
-    o.csv("search.csv", srch)
-    topk = search.top_k_table(ctx.df, ctx.metrics, primary, c["top_fraction"])
+def _search_section(ctx: _Ctx) -> list[str]:
+    """topk.csv, and the search simulation (search_budget.csv, search_targets.csv, search.png); console lines."""
+    o, c, primary = ctx.o, ctx.c, ctx.primary
+    topk = top_k_table(ctx.df, ctx.metrics, primary, c["top_fraction"])
     o.csv("topk.csv", topk)
-    by_tau = corr[(corr["target"] == primary) & corr["kendall_tau"].notna()].sort_values("kendall_tau", ascending=False)
-    show = by_tau["metric"].head(c["plots"]["search_metrics"]).tolist()
-    o.section(f"Search view ({primary})", _search_markdown(srch, topk, show, primary, c), "tables/search")
-    if show:
-        o.figure("search", plots.search_plot(srch, primary, show, ctx.title))
+    if len(topk):
+        o.section(f"Top-{c['top_fraction']:.0%} overlap ({primary})",
+                  "How many of the metric's top k are in the true top k (expected by chance: k²/n).\n\n"
+                  + report.md_table(topk.sort_values("overlap", ascending=False), {"expected_random": 1}),
+                  "tables/topk")
+    sc = c["search"]
+    usable = usable_truth(ctx.df, primary)
+    enabled = sc["simulate"]["enabled"]
+    if not ctx.metrics or enabled is False or (enabled == "auto" and usable.sum() < sc["simulate"]["min_archs"]):
+        return []
+    rep = search_report.simulation_report(ctx.df, ctx.metrics, primary, ctx.space, sc, usable)
+    o.csv("search_budget.csv", rep.curves)
+    o.csv("search_targets.csv", rep.targets)
+    o.section(f"Search with a budget ({primary})", rep.markdown, "tables/search")
+    o.figure("search", plots.search_budget_plot(rep.curves, primary, rep.highlight, ctx.title))
+    return [rep.console]
+
+
+def _proposal_section(ctx: _Ctx) -> dict[str, Any] | None:
+    """proposal.md / proposal.json when ``search.strategy`` is set: the next batch to train."""
+    sc = ctx.c["search"]
+    if not sc["strategy"]:
+        return None
+    res = search_report.proposal(ctx.main, ctx.df, ctx.metrics, ctx.primary, ctx.space, sc, ctx.rs.dirs)
+    for name, text in (("proposal.md", res["markdown"] + "\n"), ("proposal.json", json.dumps(res["json"], indent=1))):
+        (ctx.o.out / name).write_text(text)
+        ctx.o.files.append(ctx.o.out / name)
+    ctx.o.section(f"Next batch to train ({sc['strategy']})", res["markdown"], "tables/proposal")
+    return res["json"] | {"console": res["console"]}
 
 
 def _references(ctx: _Ctx, wanted: list[str] | None) -> list[str]:
     """Metrics the learned combination is set against: ``learned.references``, else the space's headline metrics."""
     names = list(wanted) if wanted is not None else list(HEADLINE_METRICS.get(ctx.space, ()))
     return [m for m in names if m in ctx.metrics]
-
-
-def _selection_section(ctx: _Ctx) -> search.Selection | None:
-    """selection.md when ``select.metric`` is set."""
-    sc = ctx.c["select"]
-    if not sc["metric"]:
-        return None
-    sel = search.select_top_k(ctx.df, sc["metric"], int(sc["k"]), ctx.primary, sc["direction"], ctx.c["draws"],
-                              ctx.c["seed"])
-    text = _selection_markdown(sel)
-    path = ctx.o.out / "selection.md"
-    path.write_text(text + "\n")
-    ctx.o.files.append(path)
-    ctx.o.section(f"Top-{len(sel.archs)} architectures by {sel.metric}", text, "tables/selection")
-    return sel
 
 
 def _combination_section(ctx: _Ctx) -> dict[str, Any]:
@@ -388,42 +401,6 @@ def _write_summary(ctx: _Ctx) -> None:
         scalars = {f"tau/{r.target}/{r.metric}": r.kendall_tau for r in ctx.corr.itertuples()}
         report.write_tensorboard(tb, {"summary": summary, **o.texts}, o.figures, scalars)
         o.files.append(tb)
-
-
-def _search_markdown(srch: pd.DataFrame, topk: pd.DataFrame, show: list[str], target: str, c: dict) -> str:
-    better = "lower" if quality_label(target).startswith("−") else "higher"
-    parts = [f"Best of N random architectures ({c['draws']} draws per N; N larger than the number of usable "
-             f"architectures is skipped): mean ± sd of the picked architecture's {target} ({better} is better). "
-             "The metric's score is used as higher-is-better. Metrics shown: the top ones by τ."]
-    if len(srch) and show:
-        rows = []
-        first = srch[srch["metric"] == show[0]]
-        for label, sub in [("oracle", first[first["method"] == "oracle"]), ("random", first[first["method"] == "random"])] + [
-                (m, srch[(srch["metric"] == m) & (srch["method"] == "metric")]) for m in show]:
-            row = {"pick": label}
-            for r in sub.itertuples():
-                row[f"N={r.budget}"] = f"{r.mean:.3f} ± {r.std:.3f}"
-            rows.append(row)
-        parts.append(report.md_table(pd.DataFrame(rows)))
-    if len(topk):
-        t = topk.sort_values("overlap", ascending=False)
-        parts.append(f"Top-{int(round(c['top_fraction'] * 100))}% overlap: how many of the metric's top k are in "
-                     "the true top k (expected by chance: k²/n).\n\n" + report.md_table(t, {"expected_random": 1}))
-    return "\n\n".join(parts)
-
-
-def _selection_markdown(sel: search.Selection) -> str:
-    lines = [f"Chosen by {sel.metric} ({'highest' if sel.direction == 'max' else 'lowest'} first):",
-             "", "```", sel.command(), "```", "", report.md_table(sel.table)]
-    if sel.target and sel.n_with_truth:
-        better = "lower" if quality_label(sel.target).startswith("−") else "higher"
-        lines += ["", f"{sel.n_with_truth} of them have ground truth: median {sel.target} {sel.chosen_median:.3f} vs "
-                  f"{sel.random_median_mean:.3f} for {sel.n_with_truth} random architectures (90% of draws in "
-                  f"[{sel.random_median_lo:.3f}, {sel.random_median_hi:.3f}]; {better} is better); a random choice "
-                  f"is at least as good in {100 * sel.p_random_as_good:.1f}% of draws."]
-    elif sel.target:
-        lines += ["", "None of them has ground truth yet: train them to find out."]
-    return "\n".join(lines)
 
 
 def _space_view(o: _Outputs, c: dict[str, Any]) -> dict[str, Any] | None:
