@@ -26,10 +26,10 @@ import time
 
 import torch
 
-from tfnas import engine
 from tfnas.data.ptb import PTBScoringData
-from tfnas.passes.rnn import NOISE_NEEDS, noise_pass
 from tfnas.paths import default_data_dir
+from tfnas.scoring import engine, registry
+from tfnas.scoring.rnn.passes import AMPLITUDES, noised_inputs
 from tfnas.spaces.nasbench_nlp.space import NasBenchNLP
 from tfnas.tasks.runtime import setup_runtime
 
@@ -47,15 +47,29 @@ FAMILIES = [
 ]
 
 
+#: metric -> the noise amplitudes it reads, from what it asks of the grad pass ("noise:<key>").
+NOISE_AMPLITUDES = {
+    m.name: [k for k in AMPLITUDES if f"noise:{k}" in m.captures.get("grad", ())] for m in registry.get("rnn", FAMILIES)
+}
+
+
+def noised_jacobian(model, tokens, key: str) -> None:
+    """The paper's pass for one noised input: forward on e + a·v·ε, then autograd's backward of Σ y."""
+    with torch.no_grad():
+        e = model.encoder(tokens)
+    (inp,) = noised_inputs(e, 0, [key])
+    inp.requires_grad_(True)
+    _, y, _ = model.run_layers(inp)
+    torch.autograd.grad(y.sum(), [inp])
+
+
 def paper_procedure(model, batch) -> None:
     """Every metric on its own passes; noised inputs one amplitude at a time."""
     for family in FAMILIES:
-        if family in NOISE_NEEDS:
+        if NOISE_AMPLITUDES[family]:
             engine.score("rnn", model, batch, ["jacobian_cosine"])  # its clean Jacobian pass
-            for amp in NOISE_NEEDS[family]:
-                ctx = engine.ScoringContext("rnn", model, batch, options={"amplitudes": [amp]})
-                with torch.enable_grad():
-                    noise_pass(ctx)
+            for key in NOISE_AMPLITUDES[family]:
+                noised_jacobian(model, batch[0], key)
         else:
             engine.score("rnn", model, batch, [family])
 

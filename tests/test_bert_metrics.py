@@ -9,14 +9,14 @@ import scipy.fft
 import torch
 import torch.nn.functional as F
 
-import tfnas.metrics.bert  # noqa: F401  (registers the BERT metrics and the grad pass)
-from tfnas import engine
 from tfnas.data import text as text_mod
 from tfnas.data.text import TextScoringData
-from tfnas.metrics.common import cosine_score, covariance_score, logdet
-from tfnas.metrics.registry import UndefinedScore, available
 from tfnas.models.flexibert import FlexiBertConfig, FlexiBertModel, Fourier2d
-from tfnas.passes.bert import collect
+from tfnas.scoring import engine
+from tfnas.scoring.api import UndefinedScore
+from tfnas.scoring.bert.passes import collect
+from tfnas.scoring.registry import available
+from tfnas.scoring.scores import cosine_score, covariance_score, logdet
 
 # ---------------------------------------------------------------- building blocks
 

@@ -7,25 +7,25 @@ import math
 import pytest
 import torch
 
-from tfnas import engine
-from tfnas.metrics.registry import UndefinedScore, register
+from tfnas.scoring import engine
+from tfnas.scoring.api import UndefinedScore, register, register_pass
 
 CALLS: list[str] = []
 
 
-@engine.register_pass("rnn", "_t_small", served_by=("_t_big",))
+@register_pass("rnn", "_t_small", served_by=("_t_big",))
 def _small(ctx):
     CALLS.append("small")
     return {"v": 1.0}
 
 
-@engine.register_pass("rnn", "_t_big")
+@register_pass("rnn", "_t_big")
 def _big(ctx):
     CALLS.append("big")
     return {"v": 1.0, "w": 2.0}
 
 
-@engine.register_pass("rnn", "_t_broken")
+@register_pass("rnn", "_t_broken")
 def _broken(ctx):
     CALLS.append("broken")
     raise RuntimeError("forward exploded")

@@ -2,7 +2,7 @@
 
 Every reference value is recomputed here with plain torch autograd on fresh
 copies of the weights (and SynFlow / NASWOT / Zen from their definitions),
-independently of :mod:`tfnas.passes.proxies`.
+independently of :mod:`tfnas.scoring.proxies`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from tfnas import engine
-from tfnas.metrics.registry import available
 from tfnas.models.awd_lm import AWDLanguageModel
 from tfnas.models.flexibert import FlexiBertConfig, FlexiBertModel
-from tfnas.passes.proxies import rnn_params, run_rnn
 from tfnas.paths import REPO_ROOT
+from tfnas.scoring import engine
+from tfnas.scoring.registry import available
+from tfnas.scoring.rnn.proxies import rnn_params, run_rnn
 from tfnas.spaces.nasbench_nlp.recipe import Recipe
 
 PROXIES = ["grad_norm", "snip", "grasp", "fisher", "synflow", "naswot", "zen"]

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from tfnas import engine
 from tfnas.data.ptb import load_corpus, scoring_batch
 from tfnas.models.awd_lm import AWDLanguageModel
 from tfnas.models.rnn_cell import CellCapture
-from tfnas.passes import bptt
-from tfnas.passes.rnn import noise_epsilon
+from tfnas.scoring import engine
+from tfnas.scoring.api import ScoringContext
+from tfnas.scoring.rnn import bptt
+from tfnas.scoring.rnn.passes import noise_epsilon
 from tfnas.spaces.nasbench_nlp.benchmark import read_benchmark
 from tfnas.spaces.nasbench_nlp.generator import generate_recipe
 from tfnas.spaces.nasbench_nlp.recipe import OPS, Recipe
@@ -255,9 +256,9 @@ def test_noise_jacobians_equal_separate_unbatched_passes():
     """The amplitudes share one batched pass; each must equal its own pass with the paper's ε."""
     model = _model(Recipe(VANILLA), **TINY)
     tokens, _ = _tiny_batch()
-    ctx = engine.ScoringContext("rnn", model, (tokens, None), seed=4, requested=("jacobian_more_noise",))
-    ctx._allowed = ()
-    batched = ctx.get("noise").noise
+    noise = {"noise:small", "noise:large", "noise:very_large"}
+    ctx = ScoringContext("rnn", model, (tokens, None), seed=4, requested={"grad": noise})
+    batched = ctx.get("grad").noise
     e = model.encoder(tokens).detach().double()
     np.random.seed(4)
     eps = torch.from_numpy(np.random.normal(size=tuple(e.shape)))

@@ -7,7 +7,7 @@ from typing import Any, Iterable
 import lightning.pytorch as pl
 import torch
 
-from tfnas import engine
+from tfnas.scoring import engine, registry
 
 
 def move_batch(batch: Any, device: torch.device) -> Any:
@@ -33,7 +33,7 @@ class TrainingFreeScores(pl.Callback):
     Args:
         space: metric space, ``"rnn"`` or ``"bert"``.
         batch: the scoring minibatch (moved to the module's device).
-        metrics: metric family names (see :func:`tfnas.metrics.available`).
+        metrics: metric family names (see :func:`tfnas.scoring.registry.available`).
         seed: seed for passes that draw noise.
         paper_compat: reproduce the published columns.
         log_step: the step to log at (the sweep logs the arch index, so one
@@ -57,7 +57,7 @@ class TrainingFreeScores(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not isinstance(getattr(pl_module, "model", None), torch.nn.Module):
             raise TypeError("TrainingFreeScores needs a LightningModule with the network as `.model`")
-        engine.get(self.space, self.metrics)  # unknown names fail before any work
+        registry.get(self.space, self.metrics)  # unknown names fail before any work
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         batch = move_batch(self.batch, pl_module.device)

@@ -45,7 +45,7 @@ class CellCapture:
             clean part of a batch that also holds noised copies); None = all.
         layers: when not None, one :class:`LayerRecord` per layer run is
             appended: what a backward through time needs
-            (:mod:`tfnas.passes.bptt`). Record under ``torch.no_grad()``.
+            (:mod:`tfnas.scoring.rnn.bptt`). Record under ``torch.no_grad()``.
         states_only: record only ``h_prev_0`` of each step (what hidden
             covariance reads), so the other values are freed as they go.
     """

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from tfnas import results
 from tfnas.callbacks import TrainingFreeScores
-from tfnas.metrics import registry
+from tfnas.scoring import registry
 from tfnas.systems.scoring import ScoringSystem
 from tfnas.tasks.runtime import make_loggers, make_trainer, setup_runtime, to_container
 

@@ -2,7 +2,7 @@
 
 Definitions: METRICS.md "RNN space" (Serianni & Kalita, ACL 2023, §3 and
 their published per-architecture tables). Each function is a pure function of
-pass outputs (:mod:`tfnas.passes.rnn`). ``ctx.paper_compat`` switches to the
+pass outputs (:mod:`tfnas.scoring.rnn.passes`). ``ctx.paper_compat`` switches to the
 published columns where the paper's code differs from its text:
 
 - ``jacobian_covariance``: default S(J) of the Jacobian (NASWOT v1); compat
@@ -16,11 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tfnas.engine import ScoringContext
-from tfnas.metrics.common import cosine_score, covariance_score, logdet
-from tfnas.metrics.registry import UndefinedScore, register
 from tfnas.models.awd_lm import count_parameters
-from tfnas.passes import rnn as passes
+from tfnas.scoring.api import ScoringContext, UndefinedScore, register
+from tfnas.scoring.scores import NaswotKernel, cosine_score, covariance_score, logdet
 
 LAYERS = 3  # the benchmark's depth; the family's outputs are named per layer
 
@@ -63,14 +61,14 @@ def hidden_covariance(ctx: ScoringContext) -> dict[str, float]:
     return scores
 
 
-@register("activation_distance", "rnn", needs=["forward"])
+@register("activation_distance", "rnn", needs={"forward": {"activation_codes"}})
 def activation_distance(ctx: ScoringContext) -> dict[str, float]:
     """NASWOT activation distance over every activation-node call of one forward.
 
     K [50, 50] = Σ over activation outputs a [50, H] (every node, step and
-    layer) of c cᵀ + (1−c)(1−c)ᵀ with c = 1[a > 0]; the score is ld(K) =
-    log|det K| (Mellor et al. 2021; METRICS.md). With N the total number of
-    code columns and r the per-sample count of ones, K = 2 C Cᵀ − r 1ᵀ − 1 rᵀ + N.
+    layer) of c cᵀ + (1−c)(1−c)ᵀ with c = 1[a > 0] (:class:`~tfnas.scoring.scores.NaswotKernel`,
+    all codes side by side); the score is ld(K) = log|det K| (Mellor et al.
+    2021; METRICS.md).
 
     Raises:
         UndefinedScore: the cell has no activation node, or K is singular.
@@ -78,31 +76,22 @@ def activation_distance(ctx: ScoringContext) -> dict[str, float]:
     codes = ctx.get("forward").codes
     if not codes:
         raise UndefinedScore("the cell has no activation node")
-    c = torch.cat(codes, dim=1)
-    n = c.shape[1]
-    # 0/1 products sum to integers < 2^24: float32 is exact there, else use float64.
-    cf = c.to(torch.float32 if n < 2**24 else torch.float64)
-    cc = (cf @ cf.t()).double()
-    r = torch.diagonal(cc)  # c² = c, so the diagonal counts each sample's ones
-    k = 2.0 * cc - r[:, None] - r[None, :] + n
-    return {"activation_distance": logdet(k)}
+    kernel = NaswotKernel()
+    kernel.add(torch.cat(codes, dim=1))
+    return {"activation_distance": logdet(kernel.kernel)}
 
 
-@register("synaptic_saliency", "rnn", needs=["grad"])
+@register("synaptic_saliency", "rnn", needs={"grad": {"weight_grads"}})
 def synaptic_saliency(ctx: ScoringContext) -> dict[str, float]:
     """Synaptic saliency Σ|W ⊙ ∂W| (Tanaka et al. 2020, SynFlow's saliency) of Σ y.
 
-    Over every linear node's weights for inputs 2…n (the first input's weight
-    is skipped, as the paper did) and the tied embedding matrix, in float64.
+    Over the tied embedding matrix and every linear node's weights for inputs
+    2…n (the first input's weight is skipped, as the paper did), in float64.
     """
-    out = ctx.get("grad")
-    model = passes._lm(ctx)
-    total = (model.encoder.weight.detach().double() * out.embedding_grad.double()).abs().sum()
-    for layer, grads in zip(model.layers, out.weight_grads):
-        for name in layer.linear_nodes:
-            for j in range(1, len(layer.recipe.nodes[name].inputs)):
-                w = layer.weight(name, j).detach().double()
-                total = total + (w * grads[layer.blocks[(name, j)]].double()).abs().sum()
+    total = None
+    for _, w, g in ctx.get("grad").weight_grads:
+        term = (w.double() * g.double()).abs().sum()
+        total = term if total is None else total + term
     return {"synaptic_saliency": float(total)}
 
 
@@ -127,12 +116,13 @@ def _jacobian_score(ctx: ScoringContext, key: str, kind: str) -> float:
     Computed once per architecture: the Jacobian and noise families read the
     same scores, e.g. S(J) four times when all are requested.
     """
-    grad = ctx.get("grad")
-    if (key, kind) not in grad.memo:
-        j = grad.jacobian if key == "clean" else ctx.get("noise").noise[key]  # noise: served by grad
-        fn = covariance_score if kind == "S" else cosine_score
-        grad.memo[(key, kind)] = fn(_by_sample(j))
-    return grad.memo[(key, kind)]
+
+    def compute() -> float:
+        grad = ctx.get("grad")
+        j = grad.jacobian if key == "clean" else grad.noise[key]
+        return (covariance_score if kind == "S" else cosine_score)(_by_sample(j))
+
+    return ctx.memo(("jacobian_score", key, kind), compute)
 
 
 @register("jacobian_covariance", "rnn", needs=["grad"])
@@ -163,7 +153,7 @@ def _noise_scores(ctx: ScoringContext, keys: tuple[str, ...]) -> tuple[float, fl
 @register(
     "jacobian_small_noise",
     "rnn",
-    needs=["grad", "noise"],
+    needs={"grad": {"noise:small"}},
     outputs=["jacobian_small_noise", "jacobian_small_noise_cosine"],
 )
 def jacobian_small_noise(ctx: ScoringContext) -> dict[str, float]:
@@ -175,7 +165,7 @@ def jacobian_small_noise(ctx: ScoringContext) -> dict[str, float]:
 @register(
     "jacobian_large_noise",
     "rnn",
-    needs=["grad", "noise"],
+    needs={"grad": {"noise:large"}},
     outputs=["jacobian_large_noise", "jacobian_large_noise_cosine"],
 )
 def jacobian_large_noise(ctx: ScoringContext) -> dict[str, float]:
@@ -194,7 +184,7 @@ def jacobian_large_noise(ctx: ScoringContext) -> dict[str, float]:
 @register(
     "jacobian_more_noise",
     "rnn",
-    needs=["grad", "noise"],
+    needs={"grad": {"noise:small", "noise:large", "noise:very_large"}},
     outputs=["jacobian_more_noise", "jacobian_more_noise_cosine"],
 )
 def jacobian_more_noise(ctx: ScoringContext) -> dict[str, float]:

@@ -1,41 +1,37 @@
-"""Passes over a NAS-Bench-NLP language model for the training-free metrics.
+"""The RNN family's passes for the paper's metrics, over a NAS-Bench-NLP language model.
 
 METRICS.md "RNN space": the input is the PTB scoring minibatch ``x`` [70, 50];
 ``e`` = embedding output [70, 50, 400]; ``y`` = the last layer's outputs
-(no decoder). Three passes cover every paper metric:
+(no decoder). Two passes cover every paper metric:
 
 - ``forward``: no-grad forward recording the hidden states fed into every
-  cell call and the activation codes. Served by ``grad`` when that runs anyway.
+  cell call, and (capture ``"activation_codes"``) the activation codes.
+  Served by ``grad`` when that runs anyway.
 - ``grad``: the same forward, then the backward of Σ y through time (by hand,
-  :mod:`tfnas.passes.bptt`); it adds ∂e (the Jacobian J), ∂ of the weights
-  synaptic saliency reads, and ∂ of every state as it leaves its cell.
-- ``noise``: the layers run on ``e + a·v·ε`` for every noise amplitude at once
-  (stacked along the batch axis: samples never interact in an RNN), then the
-  backward of Σ y to the noised inputs only; weight gradients are skipped.
+  :mod:`tfnas.scoring.rnn.bptt`); it adds ∂e (the Jacobian J) and ∂ of every
+  state as it leaves its cell; on request, (W, ∂W) of the weights synaptic
+  saliency reads (capture ``"weight_grads"``) and the Jacobians J_a of noised
+  inputs e + a·v·ε (captures ``"noise:small"``, ``"noise:large"``,
+  ``"noise:very_large"``), whose inputs ride in the same batch.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from tfnas.engine import ScoringContext, register_pass
 from tfnas.models.awd_lm import AWDLanguageModel
 from tfnas.models.rnn_cell import CellCapture, LayerRecord, RecurrentLayer
-from tfnas.passes import bptt
+from tfnas.scoring.api import ScoringContext, register_pass
+from tfnas.scoring.rnn import bptt
 
-#: Noise amplitudes of the paper's Jacobian-with-noise metrics (METRICS.md).
+#: Noise amplitudes of the paper's Jacobian-with-noise metrics (METRICS.md);
+#: a metric reads J_a by asking the ``grad`` pass for ``"noise:<key>"``.
 AMPLITUDES = {"small": 0.1, "large": 10.0, "very_large": 100.0}
-#: Which amplitudes each noise metric family reads.
-NOISE_NEEDS = {
-    "jacobian_small_noise": ("small",),
-    "jacobian_large_noise": ("large",),
-    "jacobian_more_noise": ("small", "large", "very_large"),
-}
 
 
 @dataclass
@@ -47,7 +43,7 @@ class RNNForward:
         states: per layer l, the states h^l_t fed into the cell as ``h_prev_0``
             at t = 0..seq-1 (t = 0 is the zero state), [seq, batch, hidden_l].
         codes: the activation codes ``a > 0`` of every activation-node call,
-            each [batch, hidden_l] bool; None if no metric asked for them.
+            each [batch, hidden_l] bool; None unless asked for (``"activation_codes"``).
     """
 
     e: Tensor
@@ -63,46 +59,54 @@ class RNNGrad(RNNForward):
         jacobian: ∂(Σ y)/∂e, [seq, batch, emsize].
         state_grads: per layer, the gradient of each state h^l_t (t = 1..seq-1)
             as it leaves its cell, [seq - 1, batch, hidden_l].
-        weight_grads: per layer, ``(source, block) -> ∂(Σ y)/∂W`` [hidden, size]
-            for the weight blocks that synaptic saliency reads (see
-            :func:`saliency_blocks`; blocks of the stacked weights of
-            :class:`~tfnas.models.rnn_cell.RecurrentLayer`); None unless requested.
-        embedding_grad: ∂(Σ y)/∂E [ntoken, emsize]; None unless read.
-        noise: amplitude key -> J_a [seq, batch, emsize] when noise metrics
-            were requested (their inputs ride in the same batch).
-        memo: scores of these gradients that several metrics read (e.g. S(J)),
-            filled by the metrics; dropped with the pass output.
+        weight_grads: (name, W, ∂(Σ y)/∂W) of the weights synaptic saliency
+            reads, in its summation order: the embedding E [ntoken, emsize],
+            then per layer, linear node and input j ≥ 1 its W_j [hidden, size]
+            (see :func:`saliency_blocks`); None unless asked for (``"weight_grads"``).
+        noise: amplitude key -> J_a [seq, batch, emsize] for the keys asked
+            for (``"noise:<key>"``); None when none was.
     """
 
     jacobian: Tensor | None = None
     state_grads: list[Tensor] | None = None
-    weight_grads: list[dict[tuple[str, int], Tensor]] | None = None
-    embedding_grad: Tensor | None = None
+    weight_grads: list[tuple[str, Tensor, Tensor]] | None = None
     noise: dict[str, Tensor] | None = None
-    memo: dict = field(default_factory=dict, repr=False)
 
 
-def _lm(ctx: ScoringContext) -> AWDLanguageModel:
+def language_model(ctx: ScoringContext) -> AWDLanguageModel:
+    """The context's model.
+
+    Raises:
+        TypeError: it is not an :class:`~tfnas.models.awd_lm.AWDLanguageModel`.
+    """
     model = ctx.model
     if not isinstance(model, AWDLanguageModel):
         raise TypeError(f"RNN passes need an AWDLanguageModel, got {type(model).__name__}")
     return model
 
 
-def _tokens(ctx: ScoringContext) -> Tensor:
-    x = ctx.batch[0] if isinstance(ctx.batch, (tuple, list)) else ctx.batch
-    return x.to(ctx.model.encoder.weight.device)
+def token_batch(ctx: ScoringContext) -> tuple[Tensor, Tensor | None]:
+    """The scoring batch on the model's device: (inputs [seq, batch], next-token targets or None)."""
+    device = language_model(ctx).encoder.weight.device
+    if isinstance(ctx.batch, (tuple, list)):
+        x = ctx.batch[0].to(device)
+        y = ctx.batch[1].to(device) if len(ctx.batch) > 1 and ctx.batch[1] is not None else None
+        return x, y
+    return ctx.batch.to(device), None
 
 
-def _noise_keys(ctx: ScoringContext) -> list[str]:
-    """The amplitudes to run: ``options["amplitudes"]`` if given, else those the requested metrics read."""
-    if "amplitudes" in ctx.options:
-        return list(ctx.options["amplitudes"])
-    return [k for k in AMPLITUDES if any(k in NOISE_NEEDS.get(m, ()) for m in ctx.requested)]
+def noised_inputs(e: Tensor, seed: int, keys: list[str]) -> list[Tensor]:
+    """float32(e + a·v·ε) for each amplitude key, computed in float64 (METRICS.md "noise variants").
 
+    Args:
+        e: [seq, batch, emsize] embedding output.
+        seed: the scoring seed; ε is :func:`noise_epsilon` of it.
+        keys: keys of :data:`AMPLITUDES`.
 
-def _noised(e: Tensor, seed: int, keys: list[str]) -> list[Tensor]:
-    """float32(e + a·v·ε) for each amplitude key, computed in float64 (METRICS.md)."""
+    Returns:
+        One [seq, batch, emsize] float32 tensor per key; v is the population
+        variance of e over the batch axis [seq, 1, emsize].
+    """
     e64 = e.double()
     eps = _epsilon(seed, tuple(e.shape)).to(e.device)
     v = e64.var(dim=1, unbiased=False, keepdim=True)
@@ -111,10 +115,10 @@ def _noised(e: Tensor, seed: int, keys: list[str]) -> list[Tensor]:
 
 def _record(ctx: ScoringContext, e: Tensor, rows: int, states_only: bool = False) -> tuple[Tensor, CellCapture]:
     """The layers on ``e`` under no_grad, recording each layer's steps (and the codes if asked)."""
-    codes = [] if "activation_distance" in ctx.requested else None
+    codes = [] if ctx.wants("activation_codes") else None
     capture = CellCapture(activation_codes=codes, code_rows=rows, layers=[], states_only=states_only)
     with torch.no_grad():
-        _, y, _ = _lm(ctx).run_layers(e, capture=capture)
+        _, y, _ = language_model(ctx).run_layers(e, capture=capture)
     return y, capture
 
 
@@ -123,20 +127,22 @@ def _states(record: LayerRecord, rows: int) -> Tensor:
     return torch.stack([step["h_prev_0"][:rows] for step in record.steps])
 
 
-@register_pass("rnn", "forward", served_by=("grad",))
+@register_pass("rnn", "forward", served_by=("grad",), captures=("activation_codes",))
 def forward_pass(ctx: ScoringContext) -> RNNForward:
     """No-grad forward that records states and (if asked) activation codes."""
     with torch.no_grad():
-        e = _lm(ctx).encoder(_tokens(ctx))
+        e = language_model(ctx).encoder(token_batch(ctx)[0])
     _, capture = _record(ctx, e, e.shape[1], states_only=True)
     return RNNForward(e, [_states(r, e.shape[1]) for r in capture.layers], capture.activation_codes)
 
 
-@register_pass("rnn", "grad")
+@register_pass(
+    "rnn", "grad", captures=("activation_codes", "weight_grads", *(f"noise:{k}" for k in AMPLITUDES))
+)
 def grad_pass(ctx: ScoringContext) -> RNNGrad:
     """Forward, then one backward of Σ y (METRICS.md "one pass").
 
-    When noise metrics are requested, their noised inputs ride along in the
+    When noised Jacobians are asked for, their noised inputs ride along in the
     same batch (samples never interact in an RNN), so one forward and one
     backward serve every metric. The forward is recorded without autograd and
     the backward runs through time by hand (:mod:`tfnas.passes.bptt`), giving
@@ -145,14 +151,14 @@ def grad_pass(ctx: ScoringContext) -> RNNGrad:
     synaptic saliency reads are built from the latter, per source, as one
     large product Σ_t ∂P_tᵀ · in_t restricted to the blocks it reads.
     """
-    model = _lm(ctx)
-    tokens = _tokens(ctx)
+    model = language_model(ctx)
+    tokens = token_batch(ctx)[0]
     n = tokens.shape[1]
-    keys = _noise_keys(ctx)
-    want_weights = "synaptic_saliency" in ctx.requested
+    keys = [k for k in AMPLITUDES if ctx.wants(f"noise:{k}")]
+    want_weights = ctx.wants("weight_grads")
     with torch.no_grad():
         e = model.encoder(tokens)
-        e_all = torch.cat([e, *_noised(e, ctx.seed, keys)], dim=1) if keys else e
+        e_all = torch.cat([e, *noised_inputs(e, ctx.seed, keys)], dim=1) if keys else e
     y, capture = _record(ctx, e_all, n)
     wanted = [saliency_blocks(layer) for layer in model.layers] if want_weights else [{} for _ in model.layers]
     d_out = y.new_ones(1, 1, 1).expand(y.shape)  # ∂(Σ y)/∂y
@@ -161,10 +167,12 @@ def grad_pass(ctx: ScoringContext) -> RNNGrad:
         layer_grads[i] = bptt.layer_backward(model.layers[i], capture.layers[i], d_out, n, tuple(wanted[i]))
         d_out = layer_grads[i].inputs
     g_e = d_out
-    weight_grads = emb_grad = None
+    weight_grads = None
     if want_weights:
-        weight_grads = []
-        for layer, record, grads, blocks_of in zip(model.layers, capture.layers, layer_grads, wanted):
+        emb = model.encoder.weight
+        emb_grad = torch.zeros_like(emb).index_add_(0, tokens.reshape(-1), g_e[:, :n].reshape(-1, emb.shape[1]))
+        weight_grads = [("encoder.weight", emb.detach(), emb_grad)]
+        for i, (layer, record, grads, blocks_of) in enumerate(zip(model.layers, capture.layers, layer_grads, wanted)):
             h = layer.hidden_size
             per_block = {}
             for src, blocks in blocks_of.items():
@@ -176,10 +184,11 @@ def grad_pass(ctx: ScoringContext) -> RNNGrad:
                 for first, count in _runs(blocks):  # column slices, not a gather
                     g_mat = grads.products[src][..., first * h : (first + count) * h].reshape(-1, count * h)
                     full = g_mat.t() @ in_mat  # [count·hidden, size]
-                    per_block.update({(src, first + i): full[i * h : (i + 1) * h] for i in range(count)})
-            weight_grads.append(per_block)
-        emb = model.encoder.weight
-        emb_grad = torch.zeros_like(emb).index_add_(0, tokens.reshape(-1), g_e[:, :n].reshape(-1, emb.shape[1]))
+                    per_block.update({(src, first + b): full[b * h : (b + 1) * h] for b in range(count)})
+            for name in layer.linear_nodes:
+                for j in range(1, len(layer.recipe.nodes[name].inputs)):
+                    weight = layer.weight(name, j).detach()
+                    weight_grads.append((f"layers.{i}.{name}.W{j}", weight, per_block[layer.blocks[(name, j)]]))
     return RNNGrad(
         e,
         [_states(r, n) for r in capture.layers],
@@ -187,7 +196,6 @@ def grad_pass(ctx: ScoringContext) -> RNNGrad:
         jacobian=g_e[:, :n],
         state_grads=[g.leaving for g in layer_grads],
         weight_grads=weight_grads,
-        embedding_grad=emb_grad,
         noise={k: g_e[:, n * (j + 1) : n * (j + 2)] for j, k in enumerate(keys)} if keys else None,
     )
 
@@ -237,37 +245,3 @@ def _epsilon(seed: int, shape: tuple[int, ...]) -> Tensor:
     # The same draw serves every architecture of a sweep (same seed and batch
     # shape); drawing 1.4 M normals costs about a tenth of a forward pass.
     return torch.from_numpy(noise_epsilon(seed, shape))
-
-
-@dataclass
-class RNNNoise:
-    """Outputs of the standalone ``noise`` pass (``grad`` has the same ``noise`` field).
-
-    Attributes:
-        noise: amplitude key -> J_a [seq, batch, emsize].
-    """
-
-    noise: dict[str, Tensor]
-
-
-@register_pass("rnn", "noise", served_by=("grad",))
-def noise_pass(ctx: ScoringContext) -> RNNNoise:
-    """Jacobians of Σ y with respect to noised embedding outputs.
-
-    For each amplitude a (METRICS.md): input = float32(e + a·v·ε) computed in
-    float64, v = population variance of e over the batch axis [seq, 1, emsize];
-    the layers run from the zero state; J_a = ∂(Σ y)/∂input.
-
-    Returns:
-        :class:`RNNNoise` with J_a for the amplitudes the requested metrics
-        read ("small", "large", "very_large"). When the ``grad`` pass runs
-        anyway, it computes these in its own batch and this pass is skipped.
-    """
-    model = _lm(ctx)
-    keys = _noise_keys(ctx) or list(AMPLITUDES)
-    with torch.no_grad():
-        e = model.encoder(_tokens(ctx))
-    noised = torch.cat(_noised(e, ctx.seed, keys), dim=1).requires_grad_(True)
-    _, y, _ = model.run_layers(noised)
-    (jac,) = torch.autograd.grad(y.sum(), [noised])
-    return RNNNoise(dict(zip(keys, jac.chunk(len(keys), dim=1))))

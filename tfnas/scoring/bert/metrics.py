@@ -1,6 +1,6 @@
 """The paper's transformer metrics on NAS-Bench-BERT (METRICS.md, "BERT space").
 
-All read the one ``("bert", "grad")`` pass (:mod:`tfnas.passes.bert`): a
+All read the one ``("bert", "grad")`` pass (:mod:`tfnas.scoring.bert.passes`): a
 forward of the scoring batch and the backward of Σ ``last_hidden_state``.
 "Normalized" variants divide each sum by its number of terms (weight matrices
 or captured outputs, not elements). Sums are taken in float64.
@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from tfnas.engine import ScoringContext
-from tfnas.metrics.common import cosine_score, covariance_score
-from tfnas.metrics.registry import UndefinedScore, register
-from tfnas.passes import bert as _passes  # noqa: F401  (registers the "grad" pass)
-from tfnas.passes.bert import BertGradOutputs
+from tfnas.scoring.api import ScoringContext, UndefinedScore, register
+from tfnas.scoring.bert.passes import BertGradOutputs
+from tfnas.scoring.scores import cosine_score, covariance_score
 
 
 def _grad(ctx: ScoringContext) -> BertGradOutputs:
@@ -39,7 +37,7 @@ def _nuclear(t: torch.Tensor) -> float:
 
 
 @register(
-    "synaptic_diversity", space="bert", needs=["grad"], outputs=["synaptic_diversity", "synaptic_diversity_normalized"]
+    "synaptic_diversity", "bert", needs=["grad"], outputs=["synaptic_diversity", "synaptic_diversity_normalized"]
 )
 def synaptic_diversity(ctx: ScoringContext) -> dict[str, float]:
     """Σ ‖W‖_nuc · ‖∂W‖_nuc over every linear of every token-mixing block (Zhou et al. 2022, TF-TAS).
@@ -52,7 +50,7 @@ def synaptic_diversity(ctx: ScoringContext) -> dict[str, float]:
 
 
 @register(
-    "synaptic_saliency", space="bert", needs=["grad"], outputs=["synaptic_saliency", "synaptic_saliency_normalized"]
+    "synaptic_saliency", "bert", needs=["grad"], outputs=["synaptic_saliency", "synaptic_saliency_normalized"]
 )
 def synaptic_saliency(ctx: ScoringContext) -> dict[str, float]:
     """Σ |W ⊙ ∂W| over every feed-forward linear (dense in, extra I→I, dense out) (Tanaka et al. 2020).
@@ -65,7 +63,7 @@ def synaptic_saliency(ctx: ScoringContext) -> dict[str, float]:
 
 @register(
     "activation_distance",
-    space="bert",
+    "bert",
     needs=["grad"],
     outputs=["activation_distance", "activation_distance_normalized"],
 )
@@ -94,26 +92,26 @@ def activation_distance(ctx: ScoringContext) -> dict[str, float]:
     return _with_normalized("activation_distance", terms, "feed-forward activations")
 
 
-@register("jacobian_covariance", space="bert", needs=["grad"], outputs=["jacobian_covariance"])
+@register("jacobian_covariance", "bert", needs=["grad"], outputs=["jacobian_covariance"])
 def jacobian_covariance(ctx: ScoringContext) -> dict[str, float]:
     """``S(G)`` with G = ∂(position-embedding weight) [512, E], rows = the E embedding dims
     (E×E correlation over positions). The paper's CSV column "Jacobian Score"."""
     return {"jacobian_covariance": covariance_score(_grad(ctx).position_grad.T)}
 
 
-@register("jacobian_cosine", space="bert", needs=["grad"], outputs=["jacobian_cosine"])
+@register("jacobian_cosine", "bert", needs=["grad"], outputs=["jacobian_cosine"])
 def jacobian_cosine(ctx: ScoringContext) -> dict[str, float]:
     """``Cos(G)`` with the rows of :func:`jacobian_covariance` (the CSV's "Jacobian Score Normalized")."""
     return {"jacobian_cosine": cosine_score(_grad(ctx).position_grad.T)}
 
 
-@register("num_params", space="bert", needs=[], outputs=["num_params"])
+@register("num_params", "bert", needs=[], outputs=["num_params"])
 def num_params(ctx: ScoringContext) -> dict[str, float]:
     """Number of parameters of the encoder (all of them, as the paper counted)."""
     return {"num_params": float(sum(p.numel() for p in ctx.model.parameters()))}
 
 
-@register("head_importance", space="bert", needs=["grad"], outputs=["head_importance", "head_importance_normalized"])
+@register("head_importance", "bert", needs=["grad"], outputs=["head_importance", "head_importance_normalized"])
 def head_importance(ctx: ScoringContext) -> dict[str, float]:
     """Σ |W ⊙ ∂W| over the token-mixing operations' own projections (Michel et al. 2019).
 
@@ -125,7 +123,7 @@ def head_importance(ctx: ScoringContext) -> dict[str, float]:
     return _with_normalized("head_importance", terms, "head-importance projections")
 
 
-@register("head_confidence", space="bert", needs=["grad"], outputs=["head_confidence", "head_confidence_normalized"])
+@register("head_confidence", "bert", needs=["grad"], outputs=["head_confidence", "head_confidence_normalized"])
 def head_confidence(ctx: ScoringContext) -> dict[str, float]:
     """Σ over query/key/value (SA, DSC), WMA and LT input-projection outputs o [B, S, out] of
     mean over (batch, features) of max over positions (Voita et al. 2019, adapted).
@@ -135,7 +133,7 @@ def head_confidence(ctx: ScoringContext) -> dict[str, float]:
 
 @register(
     "head_softmax_confidence",
-    space="bert",
+    "bert",
     needs=["grad"],
     outputs=["head_softmax_confidence", "head_softmax_confidence_normalized"],
 )

@@ -1,12 +1,14 @@
-"""Shared building blocks of the training-free metrics (METRICS.md, "Shared building blocks").
+"""Scores of matrices that the metrics of every family share (METRICS.md, "Shared building blocks").
 
 * :func:`covariance_score` — NASWOT v1's score of a correlation matrix
   (Mellor et al. 2021, v1 eq. 2): ``S = −Σ_i [ln(λ_i + k) + 1/(λ_i + k)]``.
 * :func:`cosine_score` — the paper's cosine variant (Serianni & Kalita 2023).
 * :func:`logdet` — ``log|det K|`` (NASWOT v2 / activation distance).
+* :class:`NaswotKernel` — NASWOT's kernel K of binary activation codes
+  (Mellor et al. 2021), accumulated over calls.
 
-All three compute in float64 and raise :class:`UndefinedScore` (recorded as NaN
-with the reason) when the value does not exist.
+The scores compute in float64 and raise :class:`UndefinedScore` (recorded as
+NaN with the reason) when the value does not exist.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tfnas.metrics.registry import UndefinedScore
+from tfnas.scoring.api import UndefinedScore
 
 #: Regulariser of the covariance score (NASWOT v1).
 COVARIANCE_K = 1e-5
@@ -178,3 +180,42 @@ def logdet(k: torch.Tensor | np.ndarray) -> float:
     if sign == 0 or not torch.isfinite(value):
         raise UndefinedScore(f"logdet: the {k.shape[0]}×{k.shape[0]} kernel matrix is singular")
     return float(value)
+
+
+class NaswotKernel:
+    """NASWOT's K = Σ c cᵀ + (1−c)(1−c)ᵀ [batch, batch], accumulated over calls of activation units.
+
+    K_ij counts the code bits on which samples i and j agree (Mellor et al.
+    2021). Each call adds code bits c [batch, n] (bool); an optional validity
+    mask [batch, n] (bool) drops bits that are padding: for those, only pairs
+    where both bits are valid count. Without a mask a call adds
+    2 c cᵀ − r 1ᵀ − 1 rᵀ + n (r = each sample's count of ones), one product.
+    0/1 products summed over n < 2^24 terms are exact in float32; the running
+    total is float64, so K is exact.
+
+    Attributes:
+        kernel: K, float64 [batch, batch]; None before the first call.
+        bits: total number of code bits per sample.
+    """
+
+    def __init__(self) -> None:
+        self.kernel: torch.Tensor | None = None
+        self.bits = 0
+
+    def add(self, codes: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+        """Add one call's codes ``codes`` [batch, n] (bool) and its validity mask (or None)."""
+        c = codes.reshape(codes.shape[0], -1)
+        n = c.shape[1]
+        dtype = torch.float32 if n < 2**24 else torch.float64
+        on = c.to(dtype)
+        if valid is None:
+            cc = (on @ on.t()).double()
+            r = torch.diagonal(cc)  # c² = c, so the diagonal counts each sample's ones
+            k = 2.0 * cc - r[:, None] - r[None, :] + n
+        else:
+            v = valid.reshape(c.shape).to(dtype)
+            off = (1.0 - on) * v
+            on = on * v
+            k = (on @ on.t()).double() + (off @ off.t()).double()
+        self.kernel = k if self.kernel is None else self.kernel + k
+        self.bits += n

@@ -1,4 +1,4 @@
-"""The BERT space's one scoring pass: forward, then backward of Σ o (METRICS.md, "BERT space").
+"""The BERT family's one pass for the paper's metrics: forward, then backward of Σ o (METRICS.md, "BERT space").
 
 ``o = model(**batch).last_hidden_state`` [B, S, H]; ``o.backward(ones_like(o))``.
 Forward hooks capture, as they happen and reduced where possible so that a
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from tfnas.engine import ScoringContext, register_pass
+from tfnas.scoring.api import ScoringContext, register_pass
 
 #: Output-size threshold of the paper's head-importance rule (compat).
 COMPAT_IMPORTANCE_MIN_OUT = 128
@@ -89,11 +89,16 @@ def _linears(block: nn.Module) -> list[tuple[str, nn.Linear]]:
     return [(n, m) for n, m in block.named_modules() if isinstance(m, nn.Linear)]
 
 
-def _layers(model: nn.Module):
+def encoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The encoder's layers [FlexiBertLayer].
+
+    Raises:
+        TypeError: the model is not a :class:`~tfnas.models.flexibert.FlexiBertModel`.
+    """
     try:
         return list(model.encoder.layer)
     except AttributeError:
-        raise TypeError(f"the BERT pass needs a FlexiBertModel (encoder.layer), got {type(model).__name__}") from None
+        raise TypeError(f"BERT passes need a FlexiBertModel (encoder.layer), got {type(model).__name__}") from None
 
 
 def importance_linears(block: nn.Module, paper_compat: bool) -> list[tuple[str, nn.Linear]]:
@@ -123,7 +128,7 @@ def collect(model: nn.Module, batch: dict, paper_compat: bool = False) -> BertGr
         TypeError: not a FlexiBERT model.
         RuntimeError: a parameter the metrics read received no gradient.
     """
-    layers = _layers(model)
+    layers = encoder_layers(model)
     device = next(model.parameters()).device
     activations: list[torch.Tensor] = []
     # Reductions stay 0-d tensors until the end: no device sync inside the forward.

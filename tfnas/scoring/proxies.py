@@ -1,0 +1,377 @@
+"""The established zero-cost proxies, shared by every model family (METRICS.md "Beyond the paper").
+
+A family offers the proxies by registering five passes under the names below
+and calling :func:`register_proxies` with its name (see
+:mod:`tfnas.scoring.rnn.proxies`, :mod:`tfnas.scoring.bert.proxies`). This
+module holds what is the same in every family: what each pass returns, each
+proxy as a pure function of those outputs, and the arithmetic the passes
+share (SynFlow's log-space sum, the Fisher terms, GraSP's Hessian-gradient
+product).
+
+Adaptation to token inputs: the input x of a proxy is the embedding output;
+the loss is the family's language-model loss (RNN: next-token cross-entropy
+through the tied decoder; BERT: masked-LM loss of a fresh, seeded ELECTRA
+generator head with 15 % of the tokens masked); θ, the proxy weights, are the
+family's weight matrices and embeddings, never biases, normalisation
+parameters or temporary heads. Sums are taken in float64. Every pass leaves
+the model as it found it: gradients are taken with :func:`torch.autograd.grad`
+(no ``.grad`` is written), random draws come from private
+:class:`torch.Generator` objects seeded with ``ctx.seed`` (the global RNGs are
+not touched), and SynFlow's absolute-valued weights live in copies.
+
+Passes (``served_by`` lets one run serve several):
+
+- ``proxy_loss``: forward with the loss, one backward; keeps ∂L/∂θ and, when
+  asked (capture ``"fisher"``), the Fisher terms of every linear op.
+  Served by ``proxy_loss_hvp``.
+- ``proxy_loss_hvp``: the same, with the backward built with
+  ``create_graph=True``, plus GraSP's Hessian-gradient product
+  H·g = ∂(Σ g_detached ⊙ ∂L/∂θ)/∂θ (Wang et al. 2020). One forward, one
+  backward and one double-backward serve grad_norm, snip, fisher and grasp.
+- ``proxy_codes``: NASWOT's kernel K (Mellor et al. 2021 v2) of the binary
+  codes of the activation units on the clean scoring batch.
+- ``proxy_synflow``: SynFlow (Tanaka et al. 2020) on an absolute-valued
+  float64 copy of the weights with an all-ones embedding-output input.
+- ``proxy_zen``: Zen-score's two no-grad forwards on Gaussian inputs (Lin et al. 2021).
+
+| proxy | value | source |
+|---|---|---|
+| ``grad_norm`` | Σ_p ‖∂L/∂θ_p‖_F | Abdelfattah et al. 2021 |
+| ``snip`` | Σ |θ ⊙ ∂L/∂θ| | Lee et al. 2019 |
+| ``grasp`` | −Σ θ ⊙ (H ∂L/∂θ) | Wang et al. 2020 |
+| ``fisher`` | Σ_units ½ mean_n (Σ_pos a ∂L/∂a)² | Theis et al. 2018, Turner et al. 2020 |
+| ``synflow`` | ln Σ |θ ⊙ ∂R/∂θ| (natural log) | Tanaka et al. 2020 |
+| ``naswot`` | ln|det K| | Mellor et al. 2021 v2 |
+| ``zen`` | ln Δ + Σ ln σ_norm | Lin et al. 2021 |
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tfnas.scoring.api import ScoringContext, UndefinedScore, register
+from tfnas.scoring.scores import logdet
+
+#: The proxies, in the order of conf/metrics/proxies.yaml.
+PROXIES = ("grad_norm", "snip", "grasp", "fisher", "synflow", "naswot", "zen")
+#: Zen-score's perturbation amplitude (Lin et al. 2021, "mixup_gamma").
+ZEN_GAMMA = 1e-2
+
+
+# --------------------------------------------------------------------------- pass outputs
+
+
+@dataclass
+class LossOutputs:
+    """Outputs of ``proxy_loss`` / ``proxy_loss_hvp``.
+
+    Attributes:
+        loss: the loss value L (nats per predicted token).
+        names: name of each proxy weight θ_p.
+        weights: θ_p (detached; the model's own storage, or views of it).
+        grads: ∂L/∂θ_p, same shapes.
+        hvp: (H g)_p, GraSP's Hessian-gradient product; None for ``proxy_loss``.
+        fisher: per linear op, the per-unit Fisher terms
+            ``0.5 · mean_n (Σ_pos a_{n,pos,k} ∂L/∂a_{n,pos,k})²`` [units],
+            float64; None unless the capture ``"fisher"`` was asked for.
+        naswot_kernel: the NASWOT kernel K [batch, batch] float64 of the clean
+            forward, when the pass serves ``proxy_codes`` (the RNN's loss
+            forward sees the clean batch); else None.
+    """
+
+    loss: float
+    names: list[str]
+    weights: list[Tensor]
+    grads: list[Tensor]
+    hvp: list[Tensor] | None
+    fisher: list[tuple[str, Tensor]] | None
+    naswot_kernel: Tensor | None = None
+
+
+@dataclass
+class CodesOutputs:
+    """Outputs of ``proxy_codes``.
+
+    Attributes:
+        naswot_kernel: K [batch, batch] float64, K_ij = number of code bits on
+            which samples i and j agree (Mellor et al. 2021 v2).
+        bits: total number of code bits per sample.
+    """
+
+    naswot_kernel: Tensor
+    bits: int
+
+
+@dataclass
+class SynflowOutputs:
+    """Outputs of ``proxy_synflow``.
+
+    Attributes:
+        log_synflow: ln Σ_θ |θ ⊙ ∂R/∂θ| (natural log), computed as a log-sum-exp of
+            per-element log terms so that it stays finite where the sum itself
+            would overflow.
+        terms: number of non-zero terms summed.
+    """
+
+    log_synflow: float
+    terms: int
+
+
+@dataclass
+class ZenOutputs:
+    """Outputs of ``proxy_zen``.
+
+    Attributes:
+        log_delta: ln of mean over samples of Σ |f(x) − f(x + γ ε)|.
+        log_norm_scale: Σ over normalisation layers of ln √(mean input variance)
+            (0 for the RNN, which has none).
+    """
+
+    log_delta: float
+    log_norm_scale: float
+
+
+# --------------------------------------------------------------------------- shared pass arithmetic
+
+
+def log_sum_abs_products(pairs: list[tuple[Tensor, Tensor]], log_scale: float = 0.0) -> SynflowOutputs:
+    """ln Σ |θ ⊙ g| over all pairs via log-sum-exp of ln|θ| + ln|g| (zero terms skipped), plus ``log_scale``.
+
+    Raises:
+        UndefinedScore: a gradient is not finite (float64 overflow), or every term is zero.
+    """
+    logs = []
+    for w, g in pairs:
+        if not torch.isfinite(g).all():
+            raise UndefinedScore("synflow: float64 overflow in the backward (non-finite ∂R/∂θ)")
+        w, g = w.detach().double().abs().reshape(-1), g.detach().double().abs().reshape(-1)
+        keep = (w > 0) & (g > 0)
+        logs.append(torch.log(w[keep]) + torch.log(g[keep]))
+    flat = torch.cat(logs) if logs else torch.zeros(0, dtype=torch.float64)
+    if flat.numel() == 0:
+        raise UndefinedScore("synflow: every θ ⊙ ∂R/∂θ is zero (log undefined)")
+    return SynflowOutputs(float(torch.logsumexp(flat, dim=0)) + log_scale, int(flat.numel()))
+
+
+def synflow_log_score(out: Tensor, theta: list[Tensor]) -> SynflowOutputs:
+    """ln Σ_θ |θ ⊙ ∂(Σ out)/∂θ| for the float64 leaves ``theta`` that ``out`` was computed from.
+
+    The backward seed is 2^-k instead of 1 (:func:`_pow2_scale`), an exact
+    rescaling that keeps the gradients finite; k ln 2 is added back.
+    """
+    k = _pow2_scale(out)
+    grads = torch.autograd.grad(out, theta, grad_outputs=torch.full_like(out, 2.0**-k), allow_unused=True)
+    pairs = [(t, torch.zeros_like(t) if g is None else g) for t, g in zip(theta, grads)]
+    return log_sum_abs_products(pairs, k * math.log(2.0))
+
+
+def _pow2_scale(out: Tensor) -> int:
+    """k such that 2^-k · max|out| ≤ 1 (k ≥ 0), for an exact rescaling of the backward seed.
+
+    Raises:
+        UndefinedScore: ``out`` is not finite (float64 overflow in the forward).
+    """
+    if not torch.isfinite(out).all():
+        raise UndefinedScore(
+            "synflow: float64 overflow in the forward (the all-ones signal through |θ| exceeds 1.8e308)"
+        )
+    peak = float(out.detach().abs().max()) if out.numel() else 0.0
+    return max(0, math.frexp(peak)[1]) if peak > 0 else 0
+
+
+def fisher_terms(act: Tensor, grad: Tensor, channel_dim: int) -> Tensor:
+    """Per-unit Fisher 0.5 · mean_n (Σ_pos a ∂a)² (Turner et al. 2020, as in Abdelfattah et al. 2021).
+
+    Args:
+        act: a linear op's output with the sample axis first: [n, ..., units, ...].
+        grad: ∂L/∂act, same shape.
+        channel_dim: the axis of the units; every axis but 0 and it is a position axis.
+
+    Returns:
+        float64 [units].
+    """
+    prod = act.detach().double() * grad.detach().double()
+    prod = prod.movedim(channel_dim, -1).reshape(prod.shape[0], -1, prod.shape[channel_dim])
+    return 0.5 * prod.sum(dim=1).square().mean(dim=0)
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """A private CPU generator seeded with ``seed`` (the global RNGs stay untouched)."""
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+def hessian_grad(theta: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
+    """GraSP's H g: ∂(Σ_p g_p,detached ⊙ ∂L/∂θ_p)/∂θ (Wang et al. 2020), from a create_graph gradient."""
+    z = sum((g.detach() * g).sum() for g in grads if g.requires_grad)
+    if not isinstance(z, Tensor) or not z.requires_grad:
+        return [torch.zeros_like(t) for t in theta]
+    hg = torch.autograd.grad(z, theta, allow_unused=True)
+    return [torch.zeros_like(t) if h is None else h.detach() for t, h in zip(theta, hg)]
+
+
+def log_positive(v: Tensor, what: str, zero_reason: str) -> float:
+    """ln v for a positive finite scalar.
+
+    Raises:
+        UndefinedScore: v is not finite ("<what>: non-finite value (overflow)") or v ≤ 0 (``zero_reason``).
+    """
+    v = float(v)
+    if not math.isfinite(v):
+        raise UndefinedScore(f"{what}: non-finite value (overflow)")
+    if v <= 0:
+        raise UndefinedScore(f"{what}: {zero_reason}")
+    return math.log(v)
+
+
+# --------------------------------------------------------------------------- the proxies
+
+
+def _sum(values) -> float:
+    total = torch.zeros((), dtype=torch.float64)
+    for v in values:
+        total = total + v.to("cpu", torch.float64)
+    return float(total)
+
+
+def grad_norm(ctx: ScoringContext) -> dict[str, float]:
+    """Gradient norm: Σ over the proxy weight matrices θ_p of ‖∂L/∂θ_p‖_F.
+
+    Abdelfattah et al. 2021 ("Zero-cost proxies for lightweight NAS", grad_norm:
+    the per-layer L2 norm of the weight gradient, summed over layers). Token
+    adaptation: L is the language-model loss of the ``proxy_loss`` pass (RNN
+    next-token cross-entropy; BERT masked-LM loss of a fresh generator head);
+    each W_j of an RNN linear node and each module weight of BERT is one
+    "layer"; the (tied) embedding matrices count as layers too.
+    """
+    out: LossOutputs = ctx.get("proxy_loss")
+    return {"grad_norm": _sum(torch.linalg.vector_norm(g.double()) for g in out.grads)}
+
+
+def snip(ctx: ScoringContext) -> dict[str, float]:
+    """SNIP connection sensitivity Σ |θ ⊙ ∂L/∂θ| over the proxy weights (Lee et al. 2019).
+
+    As in Abdelfattah et al. 2021 (the saliency of the weight mask at 1, summed
+    over all weights). Token adaptation: the loss of the ``proxy_loss`` pass
+    (see the module docstring) instead of a classification loss.
+    """
+    out: LossOutputs = ctx.get("proxy_loss")
+    return {"snip": _sum((w.double() * g.double()).abs().sum() for w, g in zip(out.weights, out.grads))}
+
+
+def grasp(ctx: ScoringContext) -> dict[str, float]:
+    """GraSP: −Σ θ ⊙ (H g) over the proxy weights, g = ∂L/∂θ, H the Hessian of L (Wang et al. 2020).
+
+    As Abdelfattah et al. 2021 compute it: H g = ∂(Σ g_detached ⊙ ∂L/∂θ)/∂θ by a
+    double backward, with the Hessian restricted to the proxy weights (both
+    gradients from the same loss and batch, eval mode). Token adaptation: the
+    loss of the ``proxy_loss_hvp`` pass (see the module docstring). Higher
+    values mean that pruning the weights would reduce gradient flow less.
+    """
+    out: LossOutputs = ctx.get("proxy_loss_hvp")
+    if out.hvp is None:  # pragma: no cover - the hvp pass always fills it
+        raise UndefinedScore("grasp: the Hessian-gradient product was not computed")
+    return {"grasp": -_sum((w.double() * h.double()).sum() for w, h in zip(out.weights, out.hvp))}
+
+
+def fisher(ctx: ScoringContext) -> dict[str, float]:
+    """Fisher information of the linear ops' output units (Theis et al. 2018; Turner et al. 2020, BlockSwap).
+
+    Per unit k of a linear op with output a [samples, positions, units]:
+    ½ · mean_n (Σ_pos a_{n,pos,k} · ∂L/∂a_{n,pos,k})², summed over units and
+    ops (Abdelfattah et al. 2021's fisher, whose spatial positions become the
+    sequence positions). RNN: samples are the batch's sequences, positions the
+    time steps; ops are every linear node (output before its activation) and
+    the tied decoder (the logits). BERT: samples are the sequences, positions
+    the tokens; ops are every ``nn.Linear`` and ``nn.Conv1d`` of the encoder
+    (not the temporary MLM head). L as in the ``proxy_loss`` pass.
+    """
+    out: LossOutputs = ctx.get("proxy_loss")
+    if out.fisher is None:  # pragma: no cover - the pass fills it when asked for "fisher"
+        raise UndefinedScore("fisher: the loss pass did not capture the linear outputs")
+    if not out.fisher:
+        raise UndefinedScore("fisher: the model has no linear op")
+    return {"fisher": _sum(t.sum() for _, t in out.fisher)}
+
+
+def synflow(ctx: ScoringContext) -> dict[str, float]:
+    """SynFlow in log space: ``synflow`` = ln Σ_θ |θ ⊙ ∂R/∂θ| (natural log of Tanaka et al. 2020's score).
+
+    Data-free, as in Tanaka et al. 2020 and Abdelfattah et al. 2021: every
+    parameter replaced by its absolute value (float64 copies; the model is not
+    changed), an all-ones input at the embedding output (batch of one, the
+    scoring batch's sequence length), R = Σ of the outputs (RNN: the tied
+    decoder's logits; BERT: ``last_hidden_state``, with each LayerNorm reduced
+    to its affine part, since normalising a constant input gives 0). The sum
+    is a log-sum-exp of per-weight ln|θ| + ln|∂R/∂θ| and the backward seed is
+    rescaled by an exact power of two, so the score stays finite where the
+    plain sum exceeds float32 or float64. If the float64 forward or backward
+    itself overflows, the score is NaN with that reason (never a silent number).
+    """
+    return {"synflow": ctx.get("proxy_synflow").log_synflow}
+
+
+def naswot(ctx: ScoringContext) -> dict[str, float]:
+    """NASWOT v2: ln|det K| with K_ij = number of code bits on which samples i and j agree (Mellor et al. 2021).
+
+    Samples are the batch's sequences (as Mellor et al.'s rows are the
+    minibatch's images). A unit's bit is the side of its nonlinearity,
+    1[z > 0] of its input z. RNN: every activation node at every step of every
+    layer (clean scoring batch). This differs from the paper's
+    ``activation_distance`` only for sigmoid nodes, whose output code
+    1[σ(z) > 0] is constantly 1 there; here it is 1[z > 0] ⇔ 1[σ(z) > ½], the
+    side of the unit's saturation, as for tanh and leaky ReLU. BERT: every unit
+    of every feed-forward GELU call at every real token, so one sequence's code
+    has Σ_calls S·I bits (GELU(z) > 0 ⇔ z > 0); padding bits count for neither
+    sample.
+
+    Raises:
+        UndefinedScore: no activation unit, or K singular.
+    """
+    k = ctx.get("proxy_codes").naswot_kernel
+    if k is None:
+        raise UndefinedScore("naswot: the model has no activation unit")
+    return {"naswot": logdet(k)}
+
+
+def zen(ctx: ScoringContext) -> dict[str, float]:
+    """Zen-score (Lin et al. 2021), adapted: ln Δ + Σ ln σ_norm.
+
+    x, ε ~ N(0, 1) at the embedding output (the scoring batch's shape; a
+    generator seeded with the scoring seed), Δ = mean over samples of
+    Σ |f(x) − f(x + 0.01 ε)|, f = the last layer's output (RNN, before the
+    decoder) or ``last_hidden_state`` (BERT). Zen assumes batch-norm networks
+    and adds Σ ln √(mean BN running variance); BERT has LayerNorm instead, so
+    the term is Σ over the encoder's LayerNorms of ln √(mean over tokens of the
+    input's variance over features) in the forward of f(x); the RNN has no
+    normalisation, so the term is 0. The model's own initialisation is kept
+    (Zen re-draws Gaussian weights) and one draw is used (Zen averages
+    repeats).
+    """
+    z = ctx.get("proxy_zen")
+    return {"zen": z.log_delta + z.log_norm_scale}
+
+
+#: proxy -> (function, needs): what :func:`register_proxies` registers.
+_NEEDS = {
+    "grad_norm": (grad_norm, ["proxy_loss"]),
+    "snip": (snip, ["proxy_loss"]),
+    "grasp": (grasp, ["proxy_loss_hvp"]),
+    "fisher": (fisher, {"proxy_loss": {"fisher"}}),
+    "synflow": (synflow, ["proxy_synflow"]),
+    "naswot": (naswot, ["proxy_codes"]),
+    "zen": (zen, ["proxy_zen"]),
+}
+
+
+def register_proxies(family: str) -> None:
+    """Register every proxy for ``family``, whose package has registered the five proxy passes.
+
+    Raises:
+        ValueError: an undeclared family, or proxies registered twice.
+    """
+    for name, (fn, needs) in _NEEDS.items():
+        register(name, family, needs=needs)(fn)
