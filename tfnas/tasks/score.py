@@ -95,7 +95,7 @@ def score_one(cfg: DictConfig, space: Any, data: Any, index: int, settings: dict
         rec.benchmark_id, rec.truth = arch.benchmark_id, dict(arch.truth)
         model = space.build(arch, seed=int(cfg.seed))
         callback = TrainingFreeScores(
-            space.metric_space,
+            space.family,
             data.scoring_batch(int(cfg.batch_index)),
             cfg.metrics.names,
             seed=int(cfg.seed),
@@ -136,7 +136,7 @@ def score(cfg: DictConfig) -> dict[str, Any]:
     counts = {"ok": 0, "error": 0, "skipped": 0, "out_of_range": 0}
     # A wrong metric name is the sweep's fault, not an architecture's: fail before scoring any.
     try:
-        registry.get(space.metric_space, cfg.metrics.names)
+        registry.get(space.family, cfg.metrics.names)
     except KeyError as exc:
         raise ValueError(exc.args[0]) from None
     indices = arch_indices(cfg, len(space))
