@@ -9,9 +9,7 @@ Modules, in the order data flows through them:
 - :mod:`~tfnas.analysis.conventions`: targets, the sign convention, the
   paper's published correlations;
 - :mod:`~tfnas.analysis.stats`: Kendall τ, Spearman ρ, Pearson r and
-  bootstrap confidence intervals;
-- :mod:`~tfnas.analysis.search`: best-of-N search simulation, top-k overlap,
-  top-k selection;
+  bootstrap confidence intervals; top-k overlap;
 - :mod:`~tfnas.analysis.combine`: rank combinations and the cross-validated
   learned combination;
 - :mod:`~tfnas.analysis.ablation`: spread across minibatches and seeds;

@@ -196,6 +196,8 @@ def search_budget_plot(curves: pd.DataFrame, target: str, strategies: Sequence[s
         ax.plot(g["budget"], g["best_median"], label=label, linewidth=1.5, **style)
         ax.fill_between(g["budget"], g["best_lo"], g["best_hi"], color=style["color"], alpha=0.12, linewidth=0)
     ax.set_xscale("log")
+    ticks = [b for b in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if b <= curves["budget"].max()]
+    ax.set_xticks(ticks, [str(b) for b in ticks])
     better = "lower is better" if quality_sign(target) < 0 else "higher is better"
     ax.set_xlabel("trainings spent (budget B)")
     ax.set_ylabel(f"{target} of the best found ({better})")
