@@ -22,6 +22,7 @@ import pandas as pd
 from tfnas import results
 from tfnas.analysis.conventions import HEADLINE_METRICS, quality_sign
 from tfnas.analysis.exclude import truth_ok, usable_truth
+from tfnas.analysis.report import md_table
 from tfnas.paths import REPO_ROOT
 from tfnas.search.propose import Proposal, propose, train_command
 from tfnas.search.simulate import Simulation, Spec, curves, simulate, trainings_to_reach
@@ -171,7 +172,7 @@ def simulation_report(
                 *[s.label for s in specs if s.kind not in ("random", "single")]):
         if lab and lab not in highlight and lab in sim.trained:
             highlight.append(lab)
-    md = _markdown(sim, tgt, cur, target, space, metrics, scores, headline, best_single, best_strategy, tops, c)
+    md = _markdown(sim, tgt, cur, target, metrics, scores, headline, best_single, best_strategy, tops, c)
     if skipped:
         md += "\n\nNot simulated: " + "; ".join(skipped) + "."
     t5 = tgt[tgt["top"] == top5].set_index("strategy")
@@ -184,11 +185,9 @@ def simulation_report(
     return SimulationReport(sim, cur, tgt, md, console, highlight)
 
 
-def _markdown(sim: Simulation, tgt: pd.DataFrame, cur: pd.DataFrame, target: str, space: str,
+def _markdown(sim: Simulation, tgt: pd.DataFrame, cur: pd.DataFrame, target: str,
               metrics: Sequence[str], scores: pd.DataFrame, headline: str | None, best_single: pd.Series | None,
               best_strategy: pd.Series | None, tops: Sequence[float], c: Mapping[str, Any]) -> str:
-    from tfnas.analysis.report import md_table
-
     b_max = sim.max_budget
     sc = c["simulate"]
     n_all = len(sim.quality)
@@ -209,13 +208,14 @@ def _markdown(sim: Simulation, tgt: pd.DataFrame, cur: pd.DataFrame, target: str
         s = (f"To reach the pool's top {t:.0%} (its best {k}), random search needs a median of "
              f"{fmt(row.loc['random', 'trainings_median'])} trainings")
         if headline and f"top:{headline}" in row.index:
-            s += f"; {headline} (top-B, the paper's headline metric) needs {fmt(row.loc[f'top:{headline}', 'trainings_median'])}"
+            s += f"; top-B by {headline} (the warm-start metric) needs {fmt(row.loc[f'top:{headline}', 'trainings_median'])}"
         if t == tops[0] and best_single is not None:
             s += (f"; the best single metric, {best_single['strategy'][4:]} (chosen with ground truth), needs "
                   f"{fmt(best_single['trainings_median'])}")
         if t == tops[0] and best_strategy is not None:
             r = best_strategy["ratio_to_random"]
-            s += (f"; the best strategy chosen before any ground truth, {best_strategy['strategy']}, needs "
+            s += (f"; the best of the strategies fixed before any ground truth (top-B by the warm-start metric, "
+                  f"the fixed combination, learned, ego), {best_strategy['strategy']}, needs "
                   f"{fmt(best_strategy['trainings_median'])}"
                   + (f" ({r:.2f} of random search's)" if math.isfinite(r) else ""))
         sentences.append(s + ".")
