@@ -9,20 +9,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from tfnas.data.pretraining import PretrainingDataModule, collate_rows, pack_token_ids
-from tfnas.models.flexibert import FlexiBertConfig
-from tfnas.spaces.nasbench_bert.space import NasBenchBERT, model_config
-from tfnas.systems.electra import (
+from tfnas.models.electra import (
     ElectraPretrainingModel,
-    ElectraPretrainingSystem,
     apply_mask,
     corrupt,
-    decay_param_groups,
     generator_config,
     generator_layers,
-    make_scheduler,
     replaced_token_labels,
     select_positions,
 )
+from tfnas.models.flexibert import FlexiBertConfig
+from tfnas.spaces.nasbench_bert.space import NasBenchBERT, model_config
+from tfnas.systems.electra import ElectraPretrainingSystem, decay_param_groups, make_scheduler
 
 CLS, SEP, MASK, PAD = 2, 3, 4, 0
 SPECIAL = (CLS, SEP, MASK, PAD)
@@ -278,7 +276,7 @@ def test_full_size_architecture_trains_one_step_and_matches_space_build():
 
 
 def test_sampling_follows_the_generator_distribution():
-    from tfnas.systems.electra import sample_tokens
+    from tfnas.models.electra import sample_tokens
 
     logits = torch.tensor([[0.0, 1.0, 2.0, -50.0, 0.5]]).repeat(100_000, 1)
     s = sample_tokens(logits, generator=torch.Generator().manual_seed(0))

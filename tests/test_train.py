@@ -279,7 +279,7 @@ def test_diverging_recipe_is_recorded_and_the_sweep_continues(tmp_path, data_dir
 
 def test_unknown_metric_spaces_are_not_implemented(monkeypatch, data_dir):
     class FakeSpace:
-        name, metric_space = "nasbench_cnn", "cnn"
+        name, family = "nasbench_cnn", "cnn"
 
     monkeypatch.setattr(train_task, "instantiate", lambda *a, **k: FakeSpace())
     with pytest.raises(NotImplementedError, match="nasbench_cnn"):

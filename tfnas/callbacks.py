@@ -1,4 +1,4 @@
-"""Lightning callback computing the training-free metrics at initialization."""
+"""Lightning callbacks: the training-free scores at initialization, and keeping them across a resumed training."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class TrainingFreeScores(pl.Callback):
     ``score/<name>`` at step ``log_step``, and are kept in :attr:`result`.
 
     Args:
-        space: metric space, ``"rnn"`` or ``"bert"``.
+        family: the network's model family, ``"rnn"`` or ``"bert"`` (a space's ``family``).
         batch: the scoring minibatch (moved to the module's device).
         metrics: metric family names (see :func:`tfnas.scoring.registry.available`).
         seed: seed for passes that draw noise.
@@ -42,7 +42,7 @@ class TrainingFreeScores(pl.Callback):
 
     def __init__(
         self,
-        space: str,
+        family: str,
         batch: Any,
         metrics: Iterable[str],
         seed: int = 0,
@@ -50,19 +50,49 @@ class TrainingFreeScores(pl.Callback):
         log_step: int = 0,
     ):
         super().__init__()
-        self.space, self.batch, self.metrics = space, batch, list(metrics)
+        self.family, self.batch, self.metrics = family, batch, list(metrics)
         self.seed, self.paper_compat, self.log_step = seed, paper_compat, log_step
         self.result: engine.ScoreResult | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not isinstance(getattr(pl_module, "model", None), torch.nn.Module):
             raise TypeError("TrainingFreeScores needs a LightningModule with the network as `.model`")
-        registry.get(self.space, self.metrics)  # unknown names fail before any work
+        registry.get(self.family, self.metrics)  # unknown names fail before any work
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         batch = move_batch(self.batch, pl_module.device)
         self.result = engine.score(
-            self.space, pl_module.model, batch, self.metrics, seed=self.seed, paper_compat=self.paper_compat
+            self.family, pl_module.model, batch, self.metrics, seed=self.seed, paper_compat=self.paper_compat
         )
         for logger in trainer.loggers:
             logger.log_metrics({f"score/{k}": v for k, v in self.result.scores.items()}, step=self.log_step)
+
+
+class InitialScores(pl.Callback):
+    """Keeps the training-free scores of the untrained model in every checkpoint of a training.
+
+    A resumed training starts from trained weights, so its scores at
+    initialization can only come from the checkpoint: this callback writes
+    them into each checkpoint and reads them back on resume.
+
+    Args:
+        scorer: the run's :class:`TrainingFreeScores`, or None for a resumed
+            run (its scores come from the checkpoint).
+    """
+
+    def __init__(self, scorer: TrainingFreeScores | None):
+        self.scorer = scorer
+        self.restored: dict[str, Any] | None = None
+
+    def result(self) -> dict[str, Any] | None:
+        """``{"scores", "reasons", "seconds"}`` of the untrained model, or None."""
+        if self.scorer is not None and self.scorer.result is not None:
+            r = self.scorer.result
+            return {"scores": dict(r.scores), "reasons": dict(r.reasons), "seconds": float(r.seconds)}
+        return self.restored
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.result() or {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.restored = dict(state_dict) if state_dict else None

@@ -30,6 +30,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from tfnas.tasks.runtime import available_cores
+
 log = logging.getLogger("tfnas")
 
 
@@ -54,13 +56,6 @@ def absolute_path(path: Any, base: Any) -> str:
         raise ValueError("empty path: set paths.results_dir / paths.data_dir to a folder")
     p = Path(str(path)).expanduser()
     return str(p if p.is_absolute() else Path(str(base)) / p)
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
 
 
 def _launcher_cfg() -> DictConfig | None:
@@ -122,7 +117,7 @@ def default_threads(launcher: Any = None, cores: int | None = None, env: dict | 
         if n < 1:
             raise ValueError(f"TFNAS_THREADS must be a positive integer, got {value!r}")
         return n
-    cores = _cores() if cores is None else cores
+    cores = available_cores() if cores is None else cores
     launcher = _launcher_cfg() if launcher is None else launcher
     target = str(launcher.get("_target_", "")) if launcher is not None else ""
     if "joblib" in target:

@@ -245,7 +245,7 @@ def find_missing(
     """
     from hydra.utils import instantiate
 
-    from tfnas.tasks.score import arch_indices
+    from tfnas.tasks.loop import job_indices
 
     if shard_size is not None and shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
@@ -273,7 +273,7 @@ def find_missing(
                 }
             )
             sharded = sharded or job.shard is not None
-            covered.update(arch_indices(job, len(space)))
+            covered.update(job_indices(job, len(space)))
         missing, errors = missing_archs(cfg, space, data, sorted(covered), retry_errors)
         size = shard_size if shard_size is not None else (int(cfg.shard_size) if sharded else None)
         folder = Path(str(cfg.results_dir)) / space.name

@@ -33,7 +33,8 @@ from torchmetrics.functional import accuracy, f1_score, matthews_corrcoef, spear
 
 from tfnas.data.glue import GlueTask, get_task
 from tfnas.models.flexibert import FlexiBertModel
-from tfnas.systems.electra import TrainingDiverged, make_scheduler, no_decay
+from tfnas.systems.common import TrainingDiverged
+from tfnas.systems.electra import make_scheduler, no_decay
 
 log = logging.getLogger("tfnas.train")
 

@@ -35,29 +35,20 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tfnas.data.ptb_datamodule import EVAL_SPLITS
 from tfnas.models.awd_lm import LMOutput
+from tfnas.rng import rng_state, seed_all, set_rng_state
+from tfnas.systems.common import NAN_STATUS, TrainingDiverged
 
 log = logging.getLogger("tfnas.train")
-
-#: The benchmark's status text of a run whose loss became NaN.
-NAN_STATUS = "loss is nan!"
-
-
-class TrainingDiverged(RuntimeError):
-    """The training or evaluation loss became NaN or infinite (benchmark status ``"loss is nan!"``)."""
-
-    status = NAN_STATUS
 
 
 def awd_loss(out: LMOutput, targets: Tensor, alpha: float, beta: float) -> tuple[Tensor, Tensor]:
@@ -96,28 +87,6 @@ def _ppl(loss: float) -> float:
     if math.isnan(loss):
         return math.nan
     return math.exp(loss) if loss < 700 else math.inf
-
-
-def _rng_state() -> dict[str, Any]:
-    # Only tensors, numbers, strings and tuples: checkpoints then load with torch.load(weights_only=True).
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": (str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class LanguageModelSystem(pl.LightningModule):
@@ -189,15 +158,13 @@ class LanguageModelSystem(pl.LightningModule):
 
     def on_train_start(self) -> None:
         if self._restored_rng is not None:  # resumed: continue the interrupted run's random stream
-            _set_rng_state(self._restored_rng)
+            set_rng_state(self._restored_rng)
             self._restored_rng = None
             return
         if self.eval_initial and not self.history and not self.initial:
             self.initial = self._evaluate_untrained()
             self._log_epoch(0, self.initial)
-        random.seed(self.seed)
-        np.random.seed(self.seed)
-        torch.manual_seed(self.seed)
+        seed_all(self.seed)
 
     def on_train_epoch_start(self) -> None:
         self._hidden = None
@@ -337,7 +304,7 @@ class LanguageModelSystem(pl.LightningModule):
         checkpoint["tfnas"] = {
             "history": list(self.history),
             "initial": dict(self.initial),
-            "rng": _rng_state(),
+            "rng": rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

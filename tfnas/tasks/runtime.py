@@ -9,7 +9,6 @@ import platform
 import warnings
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("tfnas")
@@ -61,6 +60,8 @@ def setup_runtime(threads: int | None) -> int:
     Returns:
         The thread count in force.
     """
+    import torch
+
     n = int(threads) if threads else available_cores()
     torch.set_num_threads(n)
     retain_freed_memory()

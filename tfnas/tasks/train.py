@@ -1,7 +1,12 @@
 """The training task behind ``train.py``: ground-truth training of one architecture.
 
-One call trains architecture ``arch`` of the configured space with the
-benchmark's protocol and writes one record (``source="train"``) in the
+One call trains architecture ``arch`` of the configured space with its
+benchmark's protocol, chosen by the space's model family (:data:`TRAINERS`):
+``rnn`` (NAS-Bench-NLP, this module) and ``bert`` (NAS-Bench-BERT,
+:mod:`tfnas.tasks.train_bert`). The job loop (:mod:`tfnas.tasks.loop`)
+handles out-of-range indices, resume and saving, as for ``score.py``.
+
+NAS-Bench-NLP training writes one record (``source="train"``) in the
 format of ``score.py``: the training-free scores of the untrained model
 (computed by :class:`~tfnas.callbacks.TrainingFreeScores` at the start of
 fit, on the scoring minibatch ``batch_index``) *and* the ground truth
@@ -9,9 +14,6 @@ fit, on the scoring minibatch ``batch_index``) *and* the ground truth
 epochs}``, per-epoch curves in ``extra["curves"]``). ``analyze.py`` reads
 such records directly; their truth takes precedence over a score record's
 copy of the benchmark's.
-
-Dispatch is on ``space.metric_space``: ``"rnn"`` (NAS-Bench-NLP, SPACES.md §1)
-is implemented; other spaces raise :class:`NotImplementedError`.
 
 Conventions
 -----------
@@ -44,34 +46,30 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import lightning.pytorch as pl
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from tfnas import results
-from tfnas.callbacks import TrainingFreeScores
+from tfnas.callbacks import InitialScores
 from tfnas.data.ptb_datamodule import PTBDataModule
 from tfnas.models.awd_lm import count_parameters
-from tfnas.systems.language_model import LanguageModelSystem, TrainingDiverged
+from tfnas.systems.common import TrainingDiverged
+from tfnas.systems.language_model import LanguageModelSystem
+from tfnas.tasks.loop import ArchitectureJob, fmt, resume_checkpoint, run_dir, run_job, trainer_settings
 from tfnas.tasks.runtime import make_loggers, make_trainer, setup_runtime, to_container
-from tfnas.tasks.score import sweep_settings
+from tfnas.tasks.score import scorer, sweep_settings
 
 log = logging.getLogger("tfnas.train")
 
 #: Hyperparameters taken from the architecture's benchmark log when it has them.
 HPARAM_KEYS = ("lr", "wdecay", "clip", "alpha", "beta", "dropout", "dropouth", "dropouti", "dropoute", "wdrop")
-#: Trainer settings that change the trained model (part of the config hash).
-RESULT_TRAINER_KEYS = ("max_epochs", "max_steps", "limit_train_batches", "limit_val_batches", "precision")
 #: Model keyword arguments among :data:`HPARAM_KEYS`.
 MODEL_KEYS = ("dropout", "dropouth", "dropouti", "dropoute", "wdrop")
-
-_warned_out_of_range = False
 
 
 def resolve_hparams(
@@ -117,14 +115,13 @@ def train_settings(cfg: DictConfig, space: Any, data: Any, datamodule: PTBDataMo
     ``task: "train"``, the data protocol, the hyperparameter config and the
     result-changing trainer settings. Paths, threads and checkpointing are left out.
     """
-    trainer_cfg = dict(to_container(cfg.trainer))
     return {
         **sweep_settings(cfg, space, data),
         "task": "train",
         "train_data": datamodule.describe(),
         "hparams": dict(to_container(cfg.hparams) or {}),
         "hparam_defaults": dict(to_container(cfg.hparam_defaults)),
-        "trainer": {k: trainer_cfg.get(k) for k in RESULT_TRAINER_KEYS},
+        "trainer": trainer_settings(cfg.trainer, "rnn"),
     }
 
 
@@ -147,37 +144,6 @@ def make_datamodule(cfg: DictConfig) -> PTBDataModule:
     )
 
 
-class InitialScores(pl.Callback):
-    """Keeps the training-free scores of the untrained model in every checkpoint.
-
-    Args:
-        scorer: the run's :class:`~tfnas.callbacks.TrainingFreeScores`, or
-            None for a resumed run (its scores come from the checkpoint).
-    """
-
-    def __init__(self, scorer: TrainingFreeScores | None):
-        self.scorer = scorer
-        self.restored: dict[str, Any] | None = None
-
-    def result(self) -> dict[str, Any] | None:
-        """``{"scores", "reasons", "seconds"}`` of the untrained model, or None."""
-        if self.scorer is not None and self.scorer.result is not None:
-            r = self.scorer.result
-            return {"scores": dict(r.scores), "reasons": dict(r.reasons), "seconds": float(r.seconds)}
-        return self.restored
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.result() or {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.restored = dict(state_dict) if state_dict else None
-
-
-def run_dir(cfg: DictConfig, space_name: str, index: int, chash: str) -> Path:
-    """The checkpoint folder of one training run."""
-    return Path(cfg.checkpoint.dir) / space_name / f"arch_{index:06d}_{chash}"
-
-
 def _save_last(value: Any) -> bool | str:
     """``checkpoint.save_last``: true (a copy), ``link`` (a symlink to the newest epoch's file)."""
     if value in (True, "link"):
@@ -185,16 +151,29 @@ def _save_last(value: Any) -> bool | str:
     raise ValueError(f"checkpoint.save_last must be true or 'link' (resuming needs last.ckpt), got {value!r}")
 
 
-def _resume_from(cfg: DictConfig, folder: Path) -> str | None:
-    if cfg.get("ckpt_path"):
-        p = Path(str(cfg.ckpt_path)).expanduser()
-        if not p.is_file():
-            raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
-        return str(p)
-    last = folder / "last.ckpt"
-    if cfg.get("resume", True) and not cfg.get("overwrite", False) and last.is_file():
-        return str(last)
-    return None
+class RNNTrainJob(ArchitectureJob):
+    """Trains NAS-Bench-NLP architectures with the benchmark's protocol (see the module docstring)."""
+
+    verb = "train"
+    report_path = True
+
+    def prepare(self, indices: list[int]) -> dict[str, Any]:
+        self.data = instantiate(self.cfg.data, _convert_="all")
+        self.datamodule = make_datamodule(self.cfg)
+        return train_settings(self.cfg, self.space, self.data, self.datamodule)
+
+    def run_one(self, index: int, settings: dict[str, Any], chash: str) -> results.Record:
+        """Train architecture ``index`` and return its record (never raises for the architecture's faults)."""
+        rec = train_one(self.cfg, self.space, self.data, self.datamodule, index, settings, chash)
+        # The Trainer and the system reference each other; collect the cycle now so that a
+        # multirun in one process does not hold every trained model and optimizer state.
+        gc.collect()
+        return rec
+
+    def summary(self, rec: results.Record) -> str:
+        t = rec.truth
+        return (f"{t['status']}: test_loss={fmt(t['test_loss'], '.4f')} test_ppl={fmt(t['test_ppl'], '.4f')} "
+                f"val_loss={fmt(t['val_loss'], '.4f')} after {t['epochs']} epoch(s)")
 
 
 def train_one(
@@ -214,12 +193,9 @@ def train_one(
             bptt=int(cfg.bptt), seed=int(cfg.seed), eval_initial=bool(cfg.eval_initial),
         )
         folder = run_dir(cfg, space.name, index, chash)
-        ckpt = _resume_from(cfg, folder)
-        scorer = None
-        if ckpt is None:
-            scorer = TrainingFreeScores(space.metric_space, data.scoring_batch(int(cfg.batch_index)), cfg.metrics.names,
-                                        seed=int(cfg.seed), paper_compat=bool(cfg.paper_compat), log_step=0)
-        keeper = InitialScores(scorer)
+        ckpt = resume_checkpoint(cfg, folder)
+        initial_scorer = scorer(cfg, space, data) if ckpt is None else None
+        keeper = InitialScores(initial_scorer)
         checkpointing = ModelCheckpoint(
             dirpath=str(folder), filename="epoch{epoch:03d}", auto_insert_metric_name=False,
             save_last=_save_last(cfg.checkpoint.get("save_last", True)),
@@ -229,7 +205,7 @@ def train_one(
         loggers = make_loggers(cfg.logger, str(Path(cfg.results_dir) / "tensorboard"), f"{space.name}_train",
                                f"arch_{index:06d}_{chash}")
         trainer_cfg = {**dict(to_container(cfg.trainer)), "default_root_dir": str(folder)}
-        callbacks = ([scorer] if scorer else []) + [keeper, checkpointing]
+        callbacks = ([initial_scorer] if initial_scorer else []) + [keeper, checkpointing]
         trainer = make_trainer(trainer_cfg, loggers, callbacks)
         log.info(f"arch {index} (id {arch.benchmark_id}): training {count_parameters(model):,} parameters"
                  + (f", resuming from {ckpt}" if ckpt else "") + f"; checkpoints in {folder}")
@@ -264,56 +240,17 @@ def train_one(
 
 
 def train_rnn(cfg: DictConfig, space: Any) -> dict[str, Any]:
-    """Train one NAS-Bench-NLP architecture (``cfg.arch``); see the module docstring."""
-    global _warned_out_of_range
-    counts: dict[str, Any] = {"ok": 0, "error": 0, "skipped": 0, "out_of_range": 0, "record": None, "truth": {}}
-    index = int(cfg.arch)
-    if not 0 <= index < len(space):
-        counts["out_of_range"] = 1
-        if not _warned_out_of_range:
-            log.warning(f"arch={index} is beyond the space: {space.name} has {len(space)} architectures "
-                        f"(arch=0..{len(space) - 1}); nothing to train. Further out-of-range jobs are skipped silently.")
-            _warned_out_of_range = True
-        return counts
-    data = instantiate(cfg.data, _convert_="all")
-    datamodule = make_datamodule(cfg)
-    settings = train_settings(cfg, space, data, datamodule)
-    chash = results.config_hash(dict(settings, arch=index))
-    path = results.record_path(cfg.results_dir, space.name, index, chash)
-    counts["record"] = str(path)
-    if results.exists(cfg.results_dir, space.name, index, chash) and not cfg.get("overwrite", False):
-        counts["skipped"] = 1
-        counts["truth"] = results.load(path).get("truth", {})
-        log.info(f"arch {index}: record {path} exists, skipped")
-        return counts
-    rec = train_one(cfg, space, data, datamodule, index, settings, chash)
-    # The Trainer and the system reference each other; collect the cycle now so that a
-    # multirun in one process does not hold every trained model and optimizer state.
-    gc.collect()
-    results.save(rec, cfg.results_dir)
-    counts[rec.status] += 1
-    counts["truth"] = rec.truth
-    ident = f"arch {index} (id {rec.benchmark_id})"
-    if rec.status == "ok":
-        t = rec.truth
-        log.info(f"{ident} {t['status']} in {rec.seconds:.1f}s: test_loss={_fmt(t['test_loss'])} "
-                 f"test_ppl={_fmt(t['test_ppl'])} val_loss={_fmt(t['val_loss'])} after {t['epochs']} epoch(s) -> {path}")
-    else:
-        log.error(f"{ident} ERROR {rec.seconds:.1f}s {rec.error} -> {path}")
-    return counts
+    """Train NAS-Bench-NLP architecture ``cfg.arch``; see the module docstring and :func:`train`."""
+    return run_job(RNNTrainJob(cfg, space)).counts_with_last_record()
 
 
-def _fmt(v: float) -> str:
-    return "nan" if isinstance(v, float) and math.isnan(v) else f"{v:.4f}"
-
-
-#: metric space -> training function; NAS-Bench-BERT ("bert") is to come.
 def _train_bert(cfg: DictConfig, space: Any) -> dict[str, Any]:
     from tfnas.tasks.train_bert import train_bert  # imported on use: the ELECTRA stack is heavy
 
     return train_bert(cfg, space)
 
 
+#: Model family -> its ground-truth training (a new family adds one entry).
 TRAINERS: dict[str, Callable[[DictConfig, Any], dict[str, Any]]] = {"rnn": train_rnn, "bert": _train_bert}
 
 
@@ -326,15 +263,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         (the record's ground truth).
 
     Raises:
-        NotImplementedError: a space whose training is not implemented yet
-            (only ``nasbench_nlp``, metric space ``"rnn"``, is).
+        NotImplementedError: a space whose model family has no training here
+            (see :data:`TRAINERS`).
     """
     setup_runtime(cfg.get("threads"))
     space = instantiate(cfg.space, _convert_="all")
-    fn = TRAINERS.get(space.metric_space)
+    fn = TRAINERS.get(space.family)
     if fn is None:
         raise NotImplementedError(
-            f"ground-truth training is implemented for metric space(s) {sorted(TRAINERS)} (space=nasbench_nlp); "
-            f"{space.name} (metric space {space.metric_space!r}) is not supported yet"
+            f"ground-truth training is implemented for the model families {sorted(TRAINERS)} "
+            f"(space=nasbench_nlp, space=nasbench_bert); {space.name} (family {space.family!r}) is not supported yet"
         )
     return fn(cfg, space)

@@ -6,7 +6,7 @@ and writes one record (``source="train"``) in the format of ``score.py``:
 
 - ``scores`` / ``reasons``: the training-free scores of the untrained
   discriminator, computed by :class:`~tfnas.callbacks.TrainingFreeScores`
-  (metric space ``"bert"``) at the start of pretraining, on the scoring
+  (model family ``"bert"``) at the start of pretraining, on the scoring
   batch ``batch_index`` of ``cfg.data`` (:class:`~tfnas.data.text.TextScoringData`).
   The discriminator is built exactly as ``space.build(arch, seed)`` builds it
   (faithful sizes), so these equal ``score.py``'s scores of the same
@@ -33,7 +33,8 @@ folder is keyed by the pretraining and scoring settings only, so changing
 the GLUE settings or tasks reuses the pretrained model. ``overwrite=true``
 (or ``resume=false``) starts every stage afresh.
 
-Skips and failures. An existing ``status: "ok"`` record for the same
+Skips and failures (the job loop, :mod:`tfnas.tasks.loop`). An existing
+``status: "ok"`` record for the same
 configuration is kept and the job skipped (unless ``overwrite``); an existing
 ``"error"`` record is retried, resuming whatever stages had finished. A task
 that fails (e.g. its data cannot be loaded) does not stop the others; the
@@ -62,20 +63,21 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from tfnas import results
-from tfnas.callbacks import TrainingFreeScores
+from tfnas.callbacks import InitialScores
 from tfnas.data.glue import GlueDataModule, get_task
+from tfnas.models.electra import ElectraPretrainingModel
 from tfnas.models.flexibert import FlexiBertModel
+from tfnas.rng import seed_all
 from tfnas.spaces.nasbench_bert.benchmark import GLUE_TASK_KEYS
 from tfnas.spaces.nasbench_bert.space import model_config
-from tfnas.systems.electra import ElectraPretrainingModel, ElectraPretrainingSystem, seed_all
+from tfnas.systems.electra import ElectraPretrainingSystem
 from tfnas.systems.glue import GlueSystem
+from tfnas.tasks.loop import ArchitectureJob, fresh_start, resume_checkpoint, run_dir, run_job, trainer_settings
 from tfnas.tasks.runtime import make_loggers, make_trainer, setup_runtime, to_container
-from tfnas.tasks.score import sweep_settings
+from tfnas.tasks.score import scorer, sweep_settings
 
 log = logging.getLogger("tfnas.train")
 
-#: Trainer settings that change the trained model (part of the config hashes).
-RESULT_TRAINER_KEYS = ("precision", "gradient_clip_val", "accumulate_grad_batches")
 #: ``electra.data`` keys that do not change the rows (left out of the hashes).
 _DATA_NON_RESULT = ("_target_", "data_dir", "tokenizer_dir", "cache_dir", "num_workers", "num_proc", "path",
                     "val_path")
@@ -84,15 +86,8 @@ _GLUE_NON_RESULT = ("tasks", "tsv_dir", "tokenizer_dir", "num_workers", "trainer
                     "keep_checkpoints",
                     "epochs", "source", "dataset")
 
-_warned_out_of_range = False
-
 
 # ---------------------------------------------------------------------------- settings and hashes
-def _trainer_settings(trainer_cfg: Any) -> dict[str, Any]:
-    t = dict(to_container(trainer_cfg) or {})
-    return {k: t.get(k) for k in RESULT_TRAINER_KEYS}
-
-
 def pretrain_settings(cfg: DictConfig) -> dict[str, Any]:
     """The pretraining settings that change the pretrained model (file names only for paths)."""
     e = cfg.electra
@@ -103,7 +98,7 @@ def pretrain_settings(cfg: DictConfig) -> dict[str, Any]:
         "data": data,
         "model": dict(to_container(e.model)),
         "optim": dict(to_container(e.optim)),
-        "trainer": _trainer_settings(e.get("trainer")),
+        "trainer": trainer_settings(e.get("trainer"), "bert"),
     }
 
 
@@ -118,7 +113,7 @@ def finetune_settings(cfg: DictConfig, task: str) -> dict[str, Any]:
     """The settings that change one task's fine-tuning result (besides the pretrained model)."""
     g = {k: v for k, v in dict(to_container(cfg.glue)).items() if k not in _GLUE_NON_RESULT}
     return {**g, "task": get_task(task).name, "epochs": task_epochs(cfg, task),
-            "trainer": _trainer_settings(cfg.glue.get("trainer"))}
+            "trainer": trainer_settings(cfg.glue.get("trainer"), "bert")}
 
 
 def bert_train_settings(cfg: DictConfig, space: Any, data: Any) -> dict[str, Any]:
@@ -139,13 +134,7 @@ def bert_train_settings(cfg: DictConfig, space: Any, data: Any) -> dict[str, Any
 def run_folder(cfg: DictConfig, space: Any, data: Any, index: int) -> Path:
     """``<checkpoint.dir>/<space>/arch_<i>_<hash of the scoring and pretraining settings>``."""
     key = {**sweep_settings(cfg, space, data), "electra": pretrain_settings(cfg), "arch": index}
-    root = cfg.get("checkpoint", {}).get("dir") if cfg.get("checkpoint") else None
-    root = Path(str(root)) if root else Path(str(cfg.results_dir)) / "checkpoints"
-    return root / space.name / f"arch_{index:06d}_{results.config_hash(key)}"
-
-
-def _fresh(cfg: DictConfig) -> bool:
-    return bool(cfg.get("overwrite", False)) or not bool(cfg.get("resume", True))
+    return run_dir(cfg, space.name, index, results.config_hash(key))
 
 
 # ---------------------------------------------------------------------------- stages
@@ -163,10 +152,8 @@ def pretrain(cfg: DictConfig, space: Any, arch: Any, data: Any, folder: Path, lo
         TrainingDiverged: a non-finite loss.
         RuntimeError: pretraining ended before ``max_steps`` (e.g. a finite corpus stream ran out).
     """
-    from tfnas.tasks.train import InitialScores  # lazy: tfnas.tasks.train dispatches to this module
-
     done = folder / "pretrain.json"
-    if done.is_file() and (folder / "discriminator").is_dir() and not _fresh(cfg):
+    if done.is_file() and (folder / "discriminator").is_dir() and not fresh_start(cfg):
         log.info(f"pretraining finished earlier: {done}")
         with open(done) as f:
             return json.load(f)
@@ -182,18 +169,9 @@ def pretrain(cfg: DictConfig, space: Any, arch: Any, data: Any, folder: Path, lo
     max_steps = int(optim["max_steps"])
     system = ElectraPretrainingSystem(model, **optim, seed=seed, history_every=int(e.get("history_every", 100)))
     ckpt_dir = folder / "pretrain"
-    ckpt = None
-    if cfg.get("ckpt_path"):
-        ckpt = str(Path(str(cfg.ckpt_path)).expanduser())
-        if not Path(ckpt).is_file():
-            raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
-    elif (ckpt_dir / "last.ckpt").is_file() and not _fresh(cfg):
-        ckpt = str(ckpt_dir / "last.ckpt")
-    scorer = None
-    if ckpt is None:
-        scorer = TrainingFreeScores(space.metric_space, data.scoring_batch(int(cfg.batch_index)), cfg.metrics.names,
-                                    seed=seed, paper_compat=bool(cfg.paper_compat), log_step=0)
-    keeper = InitialScores(scorer)
+    ckpt = resume_checkpoint(cfg, ckpt_dir)
+    initial_scorer = scorer(cfg, space, data) if ckpt is None else None
+    keeper = InitialScores(initial_scorer)
     checkpointing = ModelCheckpoint(
         dirpath=str(ckpt_dir), filename="step{step:07d}", auto_insert_metric_name=False, save_last=True,
         save_top_k=0, every_n_train_steps=int(e.get("checkpoint_every_n_steps", 1000)), enable_version_counter=False,
@@ -205,7 +183,7 @@ def pretrain(cfg: DictConfig, space: Any, arch: Any, data: Any, folder: Path, lo
                            limit_val_batches=e.get("val_batches") or 1.0)
     else:
         trainer_cfg["limit_val_batches"] = 0
-    trainer = make_trainer(trainer_cfg, loggers, ([scorer] if scorer else []) + [keeper, checkpointing])
+    trainer = make_trainer(trainer_cfg, loggers, ([initial_scorer] if initial_scorer else []) + [keeper, checkpointing])
     n_params = sum(p.numel() for p in model.discriminator.parameters())
     log.info(f"pretraining arch {arch.index} (id {arch.benchmark_id}): discriminator {n_params:,} parameters, "
              f"{max_steps} steps of {dm.batch_size} x {dm.seq_len}" + (f", resuming from {ckpt}" if ckpt else ""))
@@ -244,7 +222,7 @@ def finetune(cfg: DictConfig, task: str, disc_dir: Path, task_dir: Path, loggers
     """
     t = get_task(task)
     done = task_dir / "result.json"
-    if done.is_file() and not _fresh(cfg):
+    if done.is_file() and not fresh_start(cfg):
         with open(done) as f:
             return json.load(f)
     g = cfg.glue
@@ -262,7 +240,7 @@ def finetune(cfg: DictConfig, task: str, disc_dir: Path, task_dir: Path, loggers
     encoder = FlexiBertModel.from_pretrained(str(disc_dir))
     system = GlueSystem(encoder, t, lr=g.lr, layer_decay=g.layer_decay, weight_decay=g.weight_decay,
                         warmup_fraction=g.warmup_fraction, adam_eps=g.adam_eps, dropout=g.dropout)
-    ckpt = str(task_dir / "last.ckpt") if (task_dir / "last.ckpt").is_file() and not _fresh(cfg) else None
+    ckpt = resume_checkpoint(cfg, task_dir, explicit=False)
     checkpointing = ModelCheckpoint(dirpath=str(task_dir), save_last=True, save_top_k=0, every_n_epochs=1,
                                     save_on_train_epoch_end=False, enable_version_counter=False)
     trainer_cfg = {**dict(to_container(g.get("trainer")) or {}), "max_epochs": epochs, "num_sanity_val_steps": 0,
@@ -371,6 +349,30 @@ def train_bert_one(cfg: DictConfig, space: Any, data: Any, index: int, settings:
     return rec
 
 
+class BertTrainJob(ArchitectureJob):
+    """Pretrains and fine-tunes NAS-Bench-BERT architectures (see the module docstring).
+
+    An existing ``error`` record is not a finished one: the architecture is
+    run again, resuming whatever stages had finished.
+    """
+
+    verb = "train"
+    report_path = True
+
+    def prepare(self, indices: list[int]) -> dict[str, Any]:
+        self.data = instantiate(self.cfg.data, _convert_="all")
+        return bert_train_settings(self.cfg, self.space, self.data)
+
+    def run_one(self, index: int, settings: dict[str, Any], chash: str) -> results.Record:
+        return train_bert_one(self.cfg, self.space, self.data, index, settings, chash)
+
+    def is_finished(self, old: dict[str, Any]) -> bool:
+        return old.get("status") == "ok"
+
+    def summary(self, rec: results.Record) -> str:
+        return " ".join(f"{k}={v:.2f}" for k, v in rec.truth.items())
+
+
 def train_bert(cfg: DictConfig, space: Any | None = None) -> dict[str, Any]:
     """Train NAS-Bench-BERT architecture ``cfg.arch`` (see the module docstring).
 
@@ -384,41 +386,7 @@ def train_bert(cfg: DictConfig, space: Any | None = None) -> dict[str, Any]:
         ``{"ok", "error", "skipped", "out_of_range"}`` counts of this job,
         ``record`` (the record's path, None when out of range) and ``truth``.
     """
-    global _warned_out_of_range
     if space is None:
         setup_runtime(cfg.get("threads"))
         space = instantiate(cfg.space, _convert_="all")
-    counts: dict[str, Any] = {"ok": 0, "error": 0, "skipped": 0, "out_of_range": 0, "record": None, "truth": {}}
-    index = int(cfg.arch)
-    if not 0 <= index < len(space):
-        counts["out_of_range"] = 1
-        if not _warned_out_of_range:
-            log.warning(f"arch={index} is beyond the space: {space.name} has {len(space)} architectures "
-                        f"(arch=0..{len(space) - 1}); nothing to train. Further out-of-range jobs are skipped "
-                        "silently.")
-            _warned_out_of_range = True
-        return counts
-    data = instantiate(cfg.data, _convert_="all")
-    settings = bert_train_settings(cfg, space, data)
-    chash = results.config_hash(dict(settings, arch=index))
-    path = results.record_path(cfg.results_dir, space.name, index, chash)
-    counts["record"] = str(path)
-    if path.is_file() and not cfg.get("overwrite", False):
-        old = results.load(path)
-        if old.get("status") == "ok":
-            counts["skipped"] = 1
-            counts["truth"] = old.get("truth", {})
-            log.info(f"arch {index}: record {path} exists, skipped")
-            return counts
-        log.info(f"arch {index}: record {path} is an error record ({old.get('error')}); retrying, resuming stages")
-    rec = train_bert_one(cfg, space, data, index, settings, chash)
-    results.save(rec, cfg.results_dir)
-    counts[rec.status] += 1
-    counts["truth"] = rec.truth
-    ident = f"arch {index} (id {rec.benchmark_id})"
-    if rec.status == "ok":
-        shown = " ".join(f"{k}={v:.2f}" for k, v in rec.truth.items())
-        log.info(f"{ident} ok in {rec.seconds:.1f}s: {shown} -> {path}")
-    else:
-        log.error(f"{ident} ERROR {rec.seconds:.1f}s {rec.error} -> {path}")
-    return counts
+    return run_job(BertTrainJob(cfg, space)).counts_with_last_record()

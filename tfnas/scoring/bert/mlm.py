@@ -3,7 +3,8 @@
 Masking: per sequence, ``max(1, round(0.15 n))`` of its n eligible tokens
 (real tokens, ``attention_mask`` = 1, that are not special tokens), chosen
 uniformly without replacement by a private generator seeded with the scoring
-seed, all replaced by [MASK] (no 80/10/10 or 85/15 split). The head (Clark et
+seed (:func:`tfnas.models.electra.select_positions`, ``share_of="candidates"``),
+all replaced by [MASK] (no 80/10/10 or 85/15 split). The head (Clark et
 al. 2020, ELECTRA's generator head): dense H→E, GELU, LayerNorm(E, eps = the
 config's), then the decoder tied to the word embeddings [V, E] plus an output
 bias; dense weight N(0, ``initializer_range``), biases 0, LayerNorm weight 1,
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tfnas.models.electra import select_positions
 from tfnas.scoring.api import UndefinedScore
 from tfnas.scoring.proxies import seeded_generator
 
@@ -53,21 +55,10 @@ def mask_tokens(
     Raises:
         UndefinedScore: no sequence has an eligible token.
     """
-    eligible = ~torch.isin(ids, torch.tensor(list(special_token_ids), device=ids.device))
-    if attention_mask is not None:
-        eligible &= attention_mask.bool()
-    eligible = eligible.cpu()
-    scores = torch.rand(ids.shape, generator=seeded_generator(seed))
-    scores[~eligible] = -1.0
-    order = scores.argsort(dim=1, descending=True)
-    n = eligible.sum(dim=1)
-    k = torch.where(n > 0, torch.clamp((n.double() * mask_prob).round().long(), min=1), torch.zeros_like(n))
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(ids.shape[1]).expand_as(order).contiguous())
-    chosen = (rank < k[:, None]) & eligible
+    chosen = select_positions(ids, attention_mask, special_token_ids, mask_prob, seeded_generator(seed),
+                              share_of="candidates")
     if not chosen.any():
         raise UndefinedScore("masked-LM loss: no maskable (non-special, non-padding) token in the batch")
-    chosen = chosen.to(ids.device)
     return torch.where(chosen, torch.full_like(ids, mask_token_id), ids), chosen
 
 

@@ -13,11 +13,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
 from tfnas.models.flexibert import FlexiBertConfig, FlexiBertEmbeddings, FlexiBertLayer, FlexiBertModel, check_layer
+from tfnas.rng import seed_all
 from tfnas.spaces.base import Architecture, SearchSpace, check_index
 from tfnas.spaces.nasbench_bert.benchmark import default_benchmark_path, definition_for, load_benchmark
 from tfnas.spaces.nasbench_bert.definition import ConfigGenerator, load_search_space
@@ -116,9 +116,10 @@ class NasBenchBERT(SearchSpace):
     def build(self, arch: Architecture, seed: int = 0, paper_compat: bool | None = None) -> nn.Module:
         """Construct the untrained encoder of ``arch``.
 
-        NumPy's legacy global generator and torch's generator are seeded with
-        ``seed`` immediately before construction (METRICS.md, "BERT space"),
-        so the weights are a function of (spec, seed, compat) only.
+        Python's, NumPy's legacy global and torch's generators are seeded with
+        ``seed`` immediately before construction (:func:`tfnas.rng.seed_all`;
+        METRICS.md, "BERT space"), so the weights are a function of (spec,
+        seed, compat) only.
 
         Args:
             arch: an architecture of this space.
@@ -130,8 +131,7 @@ class NasBenchBERT(SearchSpace):
             mode (the scoring engine switches it to eval mode).
         """
         config = model_config(arch.spec, self._compat(paper_compat))
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        seed_all(seed)
         return FlexiBertModel(config)
 
     def num_params(self, arch: Architecture, paper_compat: bool | None = None) -> int:

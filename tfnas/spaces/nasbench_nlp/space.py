@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -124,17 +123,15 @@ class NasBenchNLP(SearchSpace):
         Returns:
             An :class:`~tfnas.models.awd_lm.AWDLanguageModel` on the CPU, in train mode.
         """
-        import numpy as np
         import torch
 
         from tfnas.models.awd_lm import AWDLanguageModel
+        from tfnas.rng import seed_all
 
         if isinstance(arch.spec, InvalidRecipe):
             raise RecipeError(arch.spec.error)
         settings = {**self.model, **overrides}
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        seed_all(seed)
         with torch.device("cpu"):
             return AWDLanguageModel(arch.spec, ntoken, **settings)
 

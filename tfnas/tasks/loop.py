@@ -1,0 +1,257 @@
+"""One loop for every task that writes one record per architecture (``score.py``, ``train.py``).
+
+A task describes its work as an :class:`ArchitectureJob`; :func:`run_job`
+does the rest, the same way for every task and model family:
+
+1. the job's architectures (:func:`job_indices`): ``arch=i``, or
+   ``shard=k shard_size=n`` for the block ``k·n … k·n+n−1``, clipped to the
+   space. A job entirely beyond the space logs one warning per process and
+   runs nothing: a multirun over a range wider than the space is not an error;
+2. :meth:`ArchitectureJob.prepare`: what the job's architectures share (data,
+   loggers) and the settings that enter every record's config hash;
+3. for each architecture, in order: its config hash and record path; skipped
+   when a finished record is there (resume, unless ``overwrite=true``), else
+   :meth:`ArchitectureJob.run_one` (which never raises for the
+   architecture's own faults), the record written atomically, and one
+   progress line;
+4. the job's counts (:class:`JobResult`).
+
+The trainings also share :func:`resume_checkpoint` (which checkpoint a run
+resumes from), :func:`run_dir` (where a run's checkpoints go) and
+:func:`trainer_settings` (the Trainer settings that enter a record's hash).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from omegaconf import DictConfig
+
+from tfnas import results
+from tfnas.tasks.runtime import to_container
+
+log = logging.getLogger("tfnas")
+
+#: Trainer settings that change a trained model, per model family (part of the record's config hash).
+#: NAS-Bench-NLP trains for the Trainer's epochs and batch limits; the NAS-Bench-BERT stages take their
+#: lengths from ``electra.optim.max_steps`` and the GLUE epochs, hashed with those settings. A new family
+#: adds its row; changing a row changes the hash of every record of that family.
+RESULT_TRAINER_KEYS: dict[str, tuple[str, ...]] = {
+    "rnn": ("max_epochs", "max_steps", "limit_train_batches", "limit_val_batches", "precision"),
+    "bert": ("precision", "gradient_clip_val", "accumulate_grad_batches"),
+}
+
+_warned_out_of_range = False
+
+
+@dataclass
+class JobResult:
+    """What one job did.
+
+    Attributes:
+        ok, error: architectures run, by record status.
+        skipped: architectures whose finished record was already there.
+        out_of_range: 1 when the job's architectures are all beyond the space, else 0.
+        records: ``(path, record dict)`` of every architecture of the job, run or skipped, in order.
+    """
+
+    ok: int = 0
+    error: int = 0
+    skipped: int = 0
+    out_of_range: int = 0
+    records: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """``{"ok", "error", "skipped", "out_of_range"}``."""
+        return {"ok": self.ok, "error": self.error, "skipped": self.skipped, "out_of_range": self.out_of_range}
+
+    def counts_with_last_record(self) -> dict[str, Any]:
+        """:meth:`counts` plus ``record`` (the path of the job's last record, None when it has none) and
+        ``truth`` (that record's ground truth)."""
+        path, last = self.records[-1] if self.records else (None, {})
+        return {**self.counts(), "record": None if path is None else str(path), "truth": last.get("truth", {})}
+
+
+class ArchitectureJob(ABC):
+    """One task's work on one job's architectures; :func:`run_job` drives it.
+
+    Args:
+        cfg: the composed task config (``arch``, ``shard``, ``shard_size``,
+            ``overwrite``, ``results_dir`` and the task's own keys).
+        space: the instantiated search space.
+
+    Attributes:
+        verb: what the task does to an architecture, in messages ("score", "train").
+        report_path: end each progress line with the record's path (single
+            long runs) rather than not (sweeps of many short ones).
+    """
+
+    verb: ClassVar[str] = "run"
+    report_path: ClassVar[bool] = False
+
+    def __init__(self, cfg: DictConfig, space: Any):
+        self.cfg, self.space = cfg, space
+
+    @abstractmethod
+    def prepare(self, indices: list[int]) -> dict[str, Any]:
+        """Set up what the job's architectures share and return the hashed settings.
+
+        Called once, before the first architecture, and only when the job has
+        architectures to run or skip.
+
+        Returns:
+            Everything that changes a record, except the architecture index
+            (:func:`tfnas.results.config_hash` of it plus ``arch`` names the record).
+        """
+
+    @abstractmethod
+    def run_one(self, index: int, settings: dict[str, Any], chash: str) -> results.Record:
+        """Run architecture ``index`` and return its record; the architecture's own faults become an error record."""
+
+    def is_finished(self, old: dict[str, Any]) -> bool:
+        """Whether an existing record of the same configuration means the work is done (default: any record)."""
+        return True
+
+    def summary(self, rec: results.Record) -> str:
+        """The details of an ``ok`` record on its progress line."""
+        return ""
+
+    def finish(self) -> None:
+        """Called after the job's last architecture (e.g. to close loggers)."""
+
+
+def job_indices(cfg: DictConfig, size: int) -> list[int]:
+    """The architectures of this job: ``[arch]``, or the shard's block, clipped to a space of ``size``.
+
+    Raises:
+        ValueError: a non-integer ``arch``, ``shard`` or ``shard_size``, a
+            negative ``arch`` or ``shard``, or ``shard_size`` < 1.
+    """
+    if cfg.get("shard") is not None:
+        n, shard = _int_option(cfg, "shard_size"), _int_option(cfg, "shard")
+        if n < 1:
+            raise ValueError(f"shard_size must be >= 1, got {n}")
+        if shard < 0:
+            raise ValueError(f"shard must be >= 0, got {shard}")
+        start = shard * n
+        return list(range(start, min(start + n, size)))
+    arch = _int_option(cfg, "arch")
+    if arch < 0:
+        raise ValueError(f"arch must be >= 0, got {arch}")
+    return [arch] if arch < size else []
+
+
+def _int_option(cfg: DictConfig, key: str) -> int:
+    try:
+        return int(cfg[key])
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be an integer, got {cfg[key]!r}") from None
+
+
+def run_job(job: ArchitectureJob) -> JobResult:
+    """Run ``job`` on its architectures: resume, run, save, report (see the module docstring).
+
+    Raises:
+        ValueError: a wrong ``arch``/``shard`` value (see :func:`job_indices`);
+            whatever :meth:`ArchitectureJob.prepare` raises for the job's settings.
+    """
+    global _warned_out_of_range
+    cfg, space = job.cfg, job.space
+    out = JobResult()
+    indices = job_indices(cfg, len(space))
+    if not indices:
+        out.out_of_range = 1
+        if not _warned_out_of_range:  # one message per process, however many jobs are out of range
+            what = (f"shard={cfg.shard} (shard_size={cfg.shard_size})" if cfg.get("shard") is not None
+                    else f"arch={cfg.arch}")
+            log.warning(
+                f"{what} is beyond the space: {space.name} has {len(space)} architectures (arch=0..{len(space) - 1}); "
+                f"nothing to {job.verb}. Further out-of-range jobs of this sweep are skipped silently."
+            )
+            _warned_out_of_range = True
+        return out
+    settings = job.prepare(indices)
+    t_start = time.perf_counter()
+    for index in indices:
+        chash = results.config_hash(dict(settings, arch=index))
+        path = results.record_path(cfg.results_dir, space.name, index, chash)
+        if results.exists(cfg.results_dir, space.name, index, chash) and not cfg.get("overwrite", False):
+            old = results.load(path)
+            if job.is_finished(old):
+                out.skipped += 1
+                out.records.append((path, old))
+                log.info(f"arch {index}: record {path} exists, skipped")
+                continue
+            log.info(f"arch {index}: record {path} is an error record ({old.get('error')}); running it again")
+        rec = job.run_one(index, settings, chash)
+        results.save(rec, cfg.results_dir)
+        out.records.append((path, asdict(rec)))
+        setattr(out, rec.status, getattr(out, rec.status) + 1)
+        _report(job, rec, path)
+    job.finish()
+    log.info(f"done: {out.ok} ok, {out.error} error, {out.skipped} skipped (already done) "
+             f"in {time.perf_counter() - t_start:.1f}s")
+    return out
+
+
+def _report(job: ArchitectureJob, rec: results.Record, path: Path) -> None:
+    ident = f"arch {rec.arch} (id {rec.benchmark_id})" if rec.benchmark_id is not None else f"arch {rec.arch} (generated)"
+    where = f" -> {path}" if job.report_path else ""
+    if rec.status == "ok":
+        log.info(f"{ident} ok {rec.seconds:.2f}s {job.summary(rec)}{where}")
+    else:
+        log.error(f"{ident} ERROR {rec.seconds:.2f}s {rec.error}{where}")
+
+
+def fmt(value: Any, spec: str = ".6g") -> str:
+    """A score or loss for a progress line: ``nan`` for NaN, else ``format(value, spec)``."""
+    return "nan" if isinstance(value, float) and math.isnan(value) else format(value, spec)
+
+
+# ---------------------------------------------------------------------------- trainings
+
+
+def trainer_settings(trainer_cfg: Any, family: str) -> dict[str, Any]:
+    """The result-changing Trainer settings of ``trainer_cfg`` for ``family`` (see :data:`RESULT_TRAINER_KEYS`)."""
+    t = dict(to_container(trainer_cfg) or {})
+    return {k: t.get(k) for k in RESULT_TRAINER_KEYS[family]}
+
+
+def fresh_start(cfg: DictConfig) -> bool:
+    """Whether every stage starts afresh: ``overwrite=true`` or ``resume=false``."""
+    return bool(cfg.get("overwrite", False)) or not bool(cfg.get("resume", True))
+
+
+def run_dir(cfg: DictConfig, space_name: str, index: int, key: str) -> Path:
+    """``<checkpoint.dir>/<space>/arch_<i>_<key>``: where one training run keeps its checkpoints.
+
+    ``checkpoint.dir`` defaults to ``<results_dir>/checkpoints``; ``key`` is the
+    hash of the settings the run's checkpoints depend on.
+    """
+    root = cfg.checkpoint.get("dir") if cfg.get("checkpoint") else None
+    root = Path(str(root)) if root else Path(str(cfg.results_dir)) / "checkpoints"
+    return root / space_name / f"arch_{index:06d}_{key}"
+
+
+def resume_checkpoint(cfg: DictConfig, folder: Path, explicit: bool = True) -> str | None:
+    """The checkpoint a training resumes from, or None for a fresh start.
+
+    ``ckpt_path`` when set (and ``explicit``); else ``folder/last.ckpt`` when
+    it exists, unless :func:`fresh_start`.
+
+    Raises:
+        FileNotFoundError: ``ckpt_path`` names no file.
+    """
+    if explicit and cfg.get("ckpt_path"):
+        p = Path(str(cfg.ckpt_path)).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+        return str(p)
+    last = folder / "last.ckpt"
+    return str(last) if last.is_file() and not fresh_start(cfg) else None
