@@ -10,6 +10,15 @@ workers on a shared filesystem never need a database. A record that already
 exists for the same architecture and configuration means the work is done:
 that is how sweeps resume.
 
+Records are strict JSON (RFC 8259), readable by any JSON reader (``jq``,
+JavaScript's ``JSON.parse``, ...). JSON has no NaN or infinity, so a
+non-finite float is written as one of the strings ``"NaN"``, ``"Infinity"``
+and ``"-Infinity"`` (the convention of Protocol Buffers' JSON mapping), and
+the record's ``reasons`` say why a score is not finite. :func:`load` and
+:func:`read_json` turn those strings back into floats, and still read records
+of version 1, which held bare ``NaN`` / ``Infinity`` tokens (a Python
+extension of JSON).
+
 Only this module writes records; only :mod:`tfnas.analysis` reads them in bulk.
 """
 
@@ -25,7 +34,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-RECORD_VERSION = 1
+#: 2: non-finite floats as the strings of :data:`NON_FINITE` (strict JSON); 1: bare NaN / Infinity tokens.
+RECORD_VERSION = 2
+#: How each non-finite float is written in a record, and read back.
+NON_FINITE: dict[str, float] = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 def config_hash(settings: dict[str, Any]) -> str:
@@ -97,13 +109,26 @@ def record_path(results_dir: str | os.PathLike, space: str, arch: int, chash: st
 
 
 def _jsonable(x: Any) -> Any:
-    # NaN/inf are kept as JSON's NaN/Infinity extensions (Python and pandas read them).
+    """``x`` with numpy/torch scalars as Python numbers and non-finite floats as the strings of :data:`NON_FINITE`."""
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if hasattr(x, "item") and callable(x.item):  # numpy / torch scalars
-        return x.item()
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+    return x
+
+
+def _from_json(x: Any) -> Any:
+    """The inverse of :func:`_jsonable` on parsed JSON: the strings of :data:`NON_FINITE` become floats."""
+    if isinstance(x, dict):
+        return {k: _from_json(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_from_json(v) for v in x]
+    if isinstance(x, str):
+        return NON_FINITE.get(x, x)
     return x
 
 
@@ -118,7 +143,7 @@ _UMASK = _current_umask()
 
 
 def write_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` as JSON to ``path`` atomically.
+    """Write ``payload`` as strict JSON to ``path`` atomically (non-finite floats as strings; see the module doc).
 
     Raises:
         OSError: the folder cannot be created or written.
@@ -129,7 +154,7 @@ def write_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; records are shared like any written file
         with os.fdopen(fd, "w") as f:
-            json.dump(_jsonable(payload), f, indent=1, allow_nan=True)
+            json.dump(_jsonable(payload), f, indent=1, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -165,22 +190,28 @@ def iter_record_files(results_dir: str | os.PathLike) -> Iterator[Path]:
     yield from sorted(Path(results_dir).rglob("arch_*.json"))
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file written by :func:`write_atomic` (or a version-1 record): non-finite floats come back as floats.
+
+    Raises:
+        ValueError: the file is not valid JSON (names the file).
+        OSError: the file cannot be read.
+    """
+    try:
+        with open(path) as f:
+            return _from_json(json.load(f))  # json.load also takes version 1's bare NaN / Infinity
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
 def load(path: str | os.PathLike) -> dict[str, Any]:
-    """Read one record as a dict.
+    """Read one record (any version) as a dict, non-finite scores as float NaN / ±inf.
 
     Raises:
         ValueError: the file is not a tfnas record (names the file).
     """
-    try:
-        with open(path) as f:
-            rec = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    rec = read_json(path)
     if not isinstance(rec, dict) or "arch" not in rec or "space" not in rec:
         raise ValueError(f"{path}: not a tfnas result record")
     return rec
 
-
-def is_nan(x: Any) -> bool:
-    """True for float NaN (records keep NaN for undefined scores)."""
-    return isinstance(x, float) and math.isnan(x)

@@ -52,7 +52,6 @@ ckpt_path results_dir checkpoint.dir space data metrics logger``). The RNN
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -155,8 +154,7 @@ def pretrain(cfg: DictConfig, space: Any, arch: Any, data: Any, folder: Path, lo
     done = folder / "pretrain.json"
     if done.is_file() and (folder / "discriminator").is_dir() and not fresh_start(cfg):
         log.info(f"pretraining finished earlier: {done}")
-        with open(done) as f:
-            return json.load(f)
+        return results.read_json(done)
     e = cfg.electra
     seed = int(cfg.seed)
     dm = instantiate(e.data, seed=seed, _convert_="all")
@@ -223,8 +221,7 @@ def finetune(cfg: DictConfig, task: str, disc_dir: Path, task_dir: Path, loggers
     t = get_task(task)
     done = task_dir / "result.json"
     if done.is_file() and not fresh_start(cfg):
-        with open(done) as f:
-            return json.load(f)
+        return results.read_json(done)
     g = cfg.glue
     seed = int(cfg.seed)
     epochs = task_epochs(cfg, t.name)
