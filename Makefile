@@ -1,10 +1,11 @@
 # tfnas: training-free NAS for RNN and transformer language models.
 # `make quickstart` installs and runs a quick sweep on real data; `make test` runs the tests.
+# The data folder: $TFNAS_DATA_DIR if set (a relative path is taken from here), else shared/data
+# beside the repository (conf/paths/default.yaml).
 
 VENV    ?= .venv
 PY      ?= $(VENV)/bin/python
 PIP     ?= $(PY) -m pip
-DATA    ?= $(or $(TFNAS_DATA_DIR),../shared/data)
 RESULTS ?= results
 N       ?= 20
 
@@ -24,26 +25,26 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed  ## create .venv and install tfnas with test and launcher extras
 
 quickstart: install  ## install, score the first N (20) NAS-Bench-NLP architectures on real data, analyze them
-	$(PY) score.py -m 'arch=range(0,$(N))' paths.data_dir=$(DATA) paths.results_dir=$(RESULTS)
-	$(PY) analyze.py results_dir=$(RESULTS) out_dir=$(RESULTS)/analysis paths.data_dir=$(DATA)
+	$(PY) score.py -m 'arch=range(0,$(N))' paths.results_dir=$(RESULTS)
+	$(PY) analyze.py results_dir=$(RESULTS) out_dir=$(RESULTS)/analysis
 
-test: install  ## run the test suite on the real data in $(DATA)
-	TFNAS_DATA_DIR=$(DATA) $(PY) -m pytest -q
+test: install  ## run the test suite on the real data
+	$(PY) -m pytest -q
 
 score: install  ## quick sweep: the first N architectures
-	$(PY) score.py -m 'arch=range(0,$(N))' paths.data_dir=$(DATA) paths.results_dir=$(RESULTS)
+	$(PY) score.py -m 'arch=range(0,$(N))' paths.results_dir=$(RESULTS)
 
 score-full: install  ## every architecture of the benchmark, 100 per job
-	$(PY) score.py -m 'shard=range(0,4)' shard_size=100 paths.data_dir=$(DATA) paths.results_dir=$(RESULTS)
+	$(PY) score.py -m 'shard=range(0,4)' shard_size=100 paths.results_dir=$(RESULTS)
 
 score-bert: install  ## every NAS-Bench-BERT architecture, reduced CPU batch
-	$(PY) score.py -m space=nasbench_bert data=text_cpu 'shard=range(0,5)' shard_size=100 paths.data_dir=$(DATA) paths.results_dir=$(RESULTS)
+	$(PY) score.py -m space=nasbench_bert data=text_cpu 'shard=range(0,5)' shard_size=100 paths.results_dir=$(RESULTS)
 
 train: install  ## train the LSTM recipe's LM on PTB with the quick config
-	$(PY) train.py experiment=quick paths.data_dir=$(DATA) paths.results_dir=$(RESULTS)
+	$(PY) train.py experiment=quick paths.results_dir=$(RESULTS)
 
 analyze: install  ## correlations, figures and search views of everything in $(RESULTS)
-	$(PY) analyze.py results_dir=$(RESULTS) out_dir=$(RESULTS)/analysis paths.data_dir=$(DATA)
+	$(PY) analyze.py results_dir=$(RESULTS) out_dir=$(RESULTS)/analysis
 
 tensorboard: install  ## serve TensorBoard over the results
 	$(VENV)/bin/tensorboard --logdir $(RESULTS)

@@ -9,6 +9,7 @@ All the work is in :func:`tfnas.tasks.analyze.analyze`; see ``conf/analyze.yaml`
 import hydra
 from omegaconf import DictConfig
 
+import tfnas.hydra_support  # noqa: F401  (registers config resolvers)
 from tfnas.tasks.analyze import analyze
 
 

@@ -223,10 +223,11 @@ def _run(args, cwd, timeout=300):
 
 @pytest.mark.slow
 def test_sharded_submitit_sweep_then_resume_only_the_missing(tmp_path, data_dir, monkeypatch, capsys):
-    """submitit_local, 2 shards x 2 archs, started from another directory with a relative results path and
-    hydra.job.chdir=true (jobs run inside their own folders); then two records are lost and the resume
+    """submitit_local, 2 shards x 2 archs, started from another directory with relative results and data paths
+    and hydra.job.chdir=true (jobs run inside their own folders); then two records are lost and the resume
     command's output sweeps exactly those two."""
-    common = [CHEAP, "logger=none", "paths.results_dir=res", f"paths.data_dir={data_dir}", "paths.log_dir=logs"]
+    common = [CHEAP, "logger=none", "paths.results_dir=res", f"paths.data_dir={os.path.relpath(data_dir, tmp_path)}",
+              "paths.log_dir=logs"]
     _run(
         [str(REPO_ROOT / "score.py"), "-m", "hydra/launcher=submitit_local", "shard=range(0,2)", "shard_size=2",
          "hydra.job.chdir=true", *common],

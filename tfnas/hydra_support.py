@@ -11,7 +11,10 @@ Importing this module registers the resolvers the configs use:
   launcher's directory rather than its own.
 - ``tfnas_abspath``: ``path`` made absolute against a base directory
   (``${tfnas_abspath:${paths.results_dir},${tfnas_launch_dir:}}``), so every
-  worker of a sweep writes to the same results folder.
+  worker of a sweep writes to the same results folder and reads the same
+  data folder (``paths.absolute_data_dir``).
+- ``tfnas_repo_data_dir``: ``shared/data`` beside the repository, the data
+  folder when ``$TFNAS_DATA_DIR`` is not set (:func:`tfnas.paths.repo_data_dir`).
 - ``tfnas_threads``: the default torch thread count of one job, derived from
   the chosen Hydra launcher so that parallel jobs do not oversubscribe the
   cores (see :func:`default_threads`).
@@ -30,6 +33,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from tfnas.paths import repo_data_dir
 from tfnas.tasks.runtime import available_cores
 
 log = logging.getLogger("tfnas")
@@ -166,6 +170,7 @@ def _register(name: str, fn: Any, use_cache: bool = False) -> None:
 _register("tfnas_job", job_name)
 _register("tfnas_launch_dir", launch_dir, use_cache=True)
 _register("tfnas_abspath", absolute_path)
+_register("tfnas_repo_data_dir", lambda: str(repo_data_dir()))
 _register("tfnas_threads", lambda: default_threads())
 _register("tfnas_gpu", job_devices)
 

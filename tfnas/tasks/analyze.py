@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+import tfnas.hydra_support  # noqa: F401  (registers the resolvers of conf/analyze.yaml, which _config resolves)
 from tfnas.analysis import ablation as ablation_mod
 from tfnas.analysis import combine, plots, report
 from tfnas.analysis.conventions import DEFAULT_TARGETS, HEADLINE_METRICS, PUBLISHED, default_targets, quality_label

@@ -226,7 +226,7 @@ def finetune(cfg: DictConfig, task: str, disc_dir: Path, task_dir: Path, loggers
     seed = int(cfg.seed)
     epochs = task_epochs(cfg, t.name)
     dm = GlueDataModule(
-        t.name, source=g.source, tsv_dir=g.tsv_dir, data_dir=cfg.paths.data_dir, dataset=g.dataset,
+        t.name, source=g.source, tsv_dir=g.tsv_dir, data_dir=cfg.paths.absolute_data_dir, dataset=g.dataset,
         tokenizer_dir=g.tokenizer_dir, max_seq_len=g.max_seq_len, pad_to_max_length=g.pad_to_max_length,
         double_unordered=g.double_unordered, batch_size=g.batch_size, eval_batch_size=g.eval_batch_size,
         limit_train_examples=g.get("limit_train_examples"), limit_eval_examples=g.get("limit_eval_examples"),
