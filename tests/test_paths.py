@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 import tfnas.hydra_support  # noqa: F401  (resolvers)
 from tfnas import results
-from tfnas.paths import REPO_ROOT, default_data_dir, repo_data_dir
+from tfnas.paths import REPO_ROOT, analysis_dir, default_data_dir, repo_data_dir
 
 # Every config group that reads the data folder: the scoring data and space of both spaces, the
 # training config with the BERT pretraining, GLUE and the quick BERT experiment, and the analysis.
@@ -82,6 +82,14 @@ def test_without_tfnas_data_dir_the_data_is_beside_the_repository(tmp_path, monk
     cfg = _resolved("score", [])
     assert cfg["paths"]["absolute_data_dir"] == str(repo_data_dir())
     assert cfg["space"]["benchmark"] == str(repo_data_dir() / "nasbench_nlp" / "train_logs_wikitext-2.zip")
+
+
+def test_analysis_writes_beside_its_records_by_default():
+    assert analysis_dir("results") == str(Path("results") / "analysis")
+    assert analysis_dir(["a", "b"]) == "analysis"
+    cfg = _resolved("analyze", [])
+    assert (cfg["results_dir"], cfg["out_dir"]) == ("results", str(Path("results") / "analysis"))
+    assert _resolved("analyze", ["results_dir=runs/x"])["out_dir"] == str(Path("runs/x") / "analysis")
 
 
 @pytest.mark.slow

@@ -15,6 +15,8 @@ Importing this module registers the resolvers the configs use:
   data folder (``paths.absolute_data_dir``).
 - ``tfnas_repo_data_dir``: ``shared/data`` beside the repository, the data
   folder when ``$TFNAS_DATA_DIR`` is not set (:func:`tfnas.paths.repo_data_dir`).
+- ``tfnas_analysis_dir``: the default output folder of ``analyze.py``
+  (:func:`tfnas.paths.analysis_dir`).
 - ``tfnas_threads``: the default torch thread count of one job, derived from
   the chosen Hydra launcher so that parallel jobs do not oversubscribe the
   cores (see :func:`default_threads`).
@@ -25,15 +27,17 @@ Importing this module registers the resolvers the configs use:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from tfnas.paths import repo_data_dir
+from tfnas.paths import analysis_dir, repo_data_dir
 from tfnas.tasks.runtime import available_cores
 
 log = logging.getLogger("tfnas")
@@ -171,8 +175,35 @@ _register("tfnas_job", job_name)
 _register("tfnas_launch_dir", launch_dir, use_cache=True)
 _register("tfnas_abspath", absolute_path)
 _register("tfnas_repo_data_dir", lambda: str(repo_data_dir()))
+_register("tfnas_analysis_dir", lambda results_dir: analysis_dir(
+    results_dir if isinstance(results_dir, str) else OmegaConf.to_container(results_dir)))
 _register("tfnas_threads", lambda: default_threads())
 _register("tfnas_gpu", job_devices)
+
+
+def one_line_errors(*errors: type[BaseException]) -> Callable[[Callable], Callable]:
+    """Decorate a Hydra task function so that ``errors`` end the command with one line, not a traceback.
+
+    The message goes to stderr as ``<script>: <message>`` and the process
+    exits with status 1; with ``HYDRA_FULL_ERROR=1`` the exception propagates
+    with its traceback, as Hydra does for every other error. Put it under
+    ``@hydra.main``.
+    """
+
+    def wrap(task: Callable) -> Callable:
+        @functools.wraps(task)
+        def run(cfg: DictConfig) -> Any:
+            try:
+                return task(cfg)
+            except errors as exc:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print(f"{Path(sys.argv[0]).name}: {exc}", file=sys.stderr, flush=True)
+                sys.exit(1)
+
+        return run
+
+    return wrap
 
 
 class SweepSummary(Callback):

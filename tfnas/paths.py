@@ -27,3 +27,9 @@ def default_data_dir() -> Path:
     env = os.environ.get("TFNAS_DATA_DIR", "").strip()
     return Path(env).expanduser().absolute() if env else repo_data_dir()
 
+
+def analysis_dir(results_dir: object) -> str:
+    """Where ``analyze.py`` writes by default: ``<results_dir>/analysis`` for one results folder, ``analysis`` for several."""
+    if isinstance(results_dir, (str, os.PathLike)):
+        return str(Path(results_dir) / "analysis")
+    return "analysis"

@@ -40,10 +40,19 @@ import pandas as pd
 from scipy import stats
 
 from tfnas.analysis.exclude import usable, usable_truth
+from tfnas.analysis.stats import CORRELATION_COLUMNS, MIN_N, correlate, target_quality, tau_difference
 from tfnas.search.features import rank_features
-from tfnas.analysis.stats import CORRELATION_COLUMNS, correlate, target_quality, tau_difference
 
 COMBINATION_COLUMNS = ["name", "kind", "metrics", "evaluation", *CORRELATION_COLUMNS[1:]]
+
+
+def min_cv_archs(folds: int) -> int:
+    """Architectures the cross-validated combination needs: :data:`~tfnas.analysis.stats.MIN_N` per fold, and 10.
+
+    Every fold must hold enough architectures for a Kendall τ (its per-fold τ
+    is reported), and the training folds enough to fit the ridge weights.
+    """
+    return max(10, MIN_N * folds)
 
 
 def _ranks(df: pd.DataFrame, specs: Sequence[str]) -> np.ndarray:
@@ -52,6 +61,9 @@ def _ranks(df: pd.DataFrame, specs: Sequence[str]) -> np.ndarray:
 
 
 def _tau(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall τ-b of x and y, 0.0 where undefined (fewer than MIN_N points, constant input)."""
+    if len(x) < MIN_N:
+        return 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = stats.kendalltau(x, y, method="asymptotic").statistic
@@ -217,9 +229,17 @@ def cross_validated(
         (paired bootstrap of τ(cv_ridge) − τ(cv_best_single)), ``reference_diff``
         (reference -> paired bootstrap of τ(cv_ridge) − τ(reference)) and
         ``text`` (the conclusion). The table is empty and ``text`` says why
-        when there are fewer than 2 metrics or too few architectures.
+        when there are fewer than 2 metrics or fewer architectures than
+        :func:`min_cv_archs`.
     """
     has_t = np.isfinite(target_quality(df, target))
+    empty = pd.DataFrame(columns=COMBINATION_COLUMNS)
+    mask = usable_truth(df, target)
+    n = int(mask.sum())
+    if n < min_cv_archs(folds):
+        return empty, {"metrics": list(metrics), "dropped": [], "n": n,
+                       "text": f"no learned combination: {folds}-fold cross-validation needs at least "
+                               f"{min_cv_archs(folds)} architectures with ground truth, {n} have it."}
     kept, dropped = [], []
     for m in metrics:
         ok = usable(df, m, target)
@@ -230,16 +250,9 @@ def cross_validated(
     metrics = kept
     note = f" Dropped (constant or usable on < {min_coverage:.0%} of the architectures): {', '.join(dropped)}." \
         if dropped else ""
-    metrics = list(metrics)
-    empty = pd.DataFrame(columns=COMBINATION_COLUMNS)
     if len(metrics) < 2:
         return empty, {"metrics": metrics, "dropped": dropped, "n": 0,
                        "text": f"no learned combination: {len(metrics)} metric(s) with enough coverage.{note}"}
-    mask = usable_truth(df, target)
-    n = int(mask.sum())
-    if n < max(10, 2 * folds):
-        return empty, {"metrics": metrics, "dropped": dropped, "n": n,
-                       "text": f"no learned combination: only {n} architectures have ground truth.{note}"}
     r = _ranks(df[mask], metrics)
     q = target_quality(df, target)[mask]
     preds = cv_predictions(r, q, folds=folds, ridge=ridge, top_m=top_m, seed=seed)

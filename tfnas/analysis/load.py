@@ -41,6 +41,13 @@ from tfnas import results
 
 log = logging.getLogger(__name__)
 
+class InputError(ValueError):
+    """The records, or the analysis asked of them, cannot be analysed (no records, a target they lack, ...).
+
+    ``analyze.py`` prints its message as one line and exits with status 1.
+    """
+
+
 #: The setting the paper's tables use: model seed 0, first test minibatch.
 DEFAULT_SETTING = (0, 0)
 
@@ -191,13 +198,14 @@ def load_records(
 
     Raises:
         FileNotFoundError: a results folder does not exist (names it).
-        ValueError: no record at all was found, or none passed ``where``.
+        InputError: no record at all was found, none passed ``where``, or the
+            records mix architecture populations.
     """
     if isinstance(results_dirs, (str, os.PathLike)):
         results_dirs = [results_dirs]
     dirs = [Path(d) for d in results_dirs]
     if not dirs:
-        raise ValueError("results_dir is empty: give at least one results folder")
+        raise InputError("results_dir is empty: give at least one results folder")
     for d in dirs:
         if not d.is_dir():
             raise FileNotFoundError(f"results folder {d} does not exist")
@@ -226,12 +234,12 @@ def load_records(
         groups.setdefault(key, []).append((rec, str(path)))
 
     if not paths:
-        raise ValueError(f"no result records (arch_*.json) below {', '.join(map(str, dirs))}")
+        raise InputError(f"no result records (arch_*.json) below {', '.join(map(str, dirs))}")
     _check_one_population(groups)
     if n_records == 0:
         if filtered:
-            raise ValueError(f"none of the {filtered} records matches where={where}")
-        raise ValueError(
+            raise InputError(f"none of the {filtered} records matches where={where}")
+        raise InputError(
             f"none of the {len(paths)} arch_*.json files below {', '.join(map(str, dirs))} is a tfnas record"
         )
 
@@ -261,7 +269,7 @@ def _check_one_population(groups: dict[tuple, list[tuple[dict[str, Any], str]]])
     for space, c in counts.items():
         if len(c) > 1:
             listed = "; ".join(f"{p}: {n} record(s)" for p, n in sorted(c.items(), key=lambda pn: (-pn[1], pn[0])))
-            raise ValueError(
+            raise InputError(
                 f"{space} records come from {len(c)} architecture populations ({listed}); arch i names a different "
                 "architecture in each, so they cannot be joined. Analyse one at a time, e.g. "
                 "+where.space_cfg.benchmark=<file name> or +where.space_cfg.benchmark=null (generated), "
@@ -327,13 +335,13 @@ def choose_setting(
         architectures.
 
     Raises:
-        ValueError: the forced setting has no records.
+        InputError: the forced setting has no records.
     """
     counts = settings_counts(entries)
     if seed is not None or batch_index is not None:
         cands = [s for s in counts if (seed is None or s[0] == seed) and (batch_index is None or s[1] == batch_index)]
         if not cands:
-            raise ValueError(
+            raise InputError(
                 f"no records with seed={seed} batch_index={batch_index}; present: {sorted(counts)}"
             )
         best = max(cands, key=lambda s: (counts[s], -s[0], -s[1]))
@@ -367,13 +375,13 @@ def wide_table(entries: Sequence[Entry]) -> pd.DataFrame:
     floats (missing: NaN); metrics are floats, NaN where missing or undefined.
 
     Raises:
-        ValueError: a metric has the same name as a ground-truth key.
+        InputError: a metric has the same name as a ground-truth key.
     """
     metrics = metric_names(entries)
     truths = truth_names(entries)
     clash = set(metrics) & (set(truths) | {"arch", "benchmark_id", "record_status"})
     if clash:
-        raise ValueError(f"metric name(s) {sorted(clash)} clash with ground-truth or id columns")
+        raise InputError(f"metric name(s) {sorted(clash)} clash with ground-truth or id columns")
     rows = []
     for e in entries:
         row: dict[str, Any] = {"arch": e.arch, "benchmark_id": e.benchmark_id, "record_status": e.status}

@@ -1,4 +1,4 @@
-"""Markdown tables, the ``summary.md`` report, the console summary and the TensorBoard summary."""
+"""Markdown tables and sections of ``summary.md``, the console summary and the TensorBoard summary."""
 
 from __future__ import annotations
 
@@ -131,3 +131,26 @@ def pivot_tau(corr: pd.DataFrame, metrics: Sequence[str], targets: Sequence[str]
     piv = corr.pivot(index="metric", columns="target", values="kendall_tau").reindex(index=list(metrics),
                                                                                       columns=list(targets))
     return piv.reset_index()
+
+
+def space_markdown(res: Mapping[str, Any], path: Path) -> str:
+    """The NAS-Bench-BERT search-space view of ``summary.md`` from :func:`tfnas.analysis.space.analyze_space`'s result."""
+    sub, t = res["subspace"], res["target"]
+    arch_rows = res["choices"][res["choices"]["level"] == "architecture"]
+    layer_rows = res["choices"][res["choices"]["level"] == "layer"]
+    return "\n\n".join([
+        f"Read with `tfnas.spaces.nasbench_bert.benchmark.load_benchmark` from `{path}` ({sub.n_bench_full} architectures); "
+        f"{t} per value of each design choice (no scores needed).",
+        "Architecture-level choices:\n\n" + md_table(arch_rows.drop(columns=["level", "group", "tau_fraction"]),
+                                                     {"n": 0}),
+        "Hidden size × depth:\n\n" + md_table(res["cross"]),
+        "Layer-level choices: over layers (each layer carrying its architecture's score), over architectures "
+        "where any / all layers use the value; τ(fraction) = Kendall τ between the fraction of layers using the "
+        f"value and {t}.\n\n" + md_table(layer_rows.drop(columns=["level"])),
+        "Suggested sub-space: **" + sub.describe() + "**\n\n" + bullet(sub.steps) + "\n\n" + bullet([
+            f"size: {sub.size:,} of {sub.full_size:,} architectures ({100 * sub.size / sub.full_size:.1f}%)",
+            f"benchmark architectures inside: {sub.n_bench} of {sub.n_bench_full}",
+            f"median {t}: {sub.median:.2f} inside vs {sub.median_full:.2f} full space ({sub.median_rest:.2f} outside)",
+            f"mean {t}: {sub.mean:.2f} inside vs {sub.mean_full:.2f} full space ({sub.mean_rest:.2f} outside)",
+        ]),
+    ])

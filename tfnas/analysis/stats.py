@@ -37,6 +37,10 @@ CORRELATION_COLUMNS = [
 
 #: Fewer usable architectures than this: no statistics (reported as NaN).
 MIN_N = 3
+#: Fewer usable architectures than this: no bootstrap intervals (NaN). With a
+#: handful of points most resamples repeat the same few architectures and the
+#: percentile interval says little about the population.
+MIN_CI_N = 10
 
 # scipy's kendalltau itself, without its nan-policy/axis decorator: the
 # decorator's argument inspection costs more than the statistic on a few
@@ -176,7 +180,7 @@ def correlate(score: np.ndarray, quality: np.ndarray, n_boot: int = 1000, ci: fl
     res.update(kendall_tau=float(kt.statistic), kendall_p=float(kt.pvalue),
                spearman_rho=float(sr.statistic), spearman_p=float(sr.pvalue),
                pearson_r=float(pr.statistic), pearson_p=float(pr.pvalue))
-    if n_boot > 0:
+    if n_boot > 0 and n >= MIN_CI_N:
         idx = bootstrap_indices(n, n_boot, seed)
         res["kendall_ci_low"], res["kendall_ci_high"] = percentile_ci(bootstrap_kendall(x, y, idx), ci)
         res["spearman_ci_low"], res["spearman_ci_high"] = percentile_ci(bootstrap_spearman(x, y, idx), ci)
@@ -190,14 +194,15 @@ def tau_difference(
 
     Returns:
         ``{"diff", "ci_low", "ci_high"}``; the difference is significant at
-        level ``ci`` when the interval excludes 0.
+        level ``ci`` when the interval excludes 0. The interval is NaN with
+        fewer than :data:`MIN_CI_N` architectures.
     """
     a, b, y = (np.asarray(v, dtype=float) for v in (score_a, score_b, quality))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         diff = stats.kendalltau(a, y).statistic - stats.kendalltau(b, y).statistic
     lo = hi = math.nan
-    if n_boot > 0 and len(y) >= MIN_N:
+    if n_boot > 0 and len(y) >= MIN_CI_N:
         idx = bootstrap_indices(len(y), n_boot, seed)
         lo, hi = percentile_ci(bootstrap_kendall(a, y, idx) - bootstrap_kendall(b, y, idx), ci)
     return {"diff": float(diff), "ci_low": lo, "ci_high": hi}
