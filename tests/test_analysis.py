@@ -630,5 +630,5 @@ def test_summary_compares_with_published_tau():
                           "pearson_r": 0.3, "pearson_p": 1e-8}])
     md = correlation_markdown(corr, "nasbench_nlp", "test_loss", 0.95)
     row = md.splitlines()[2]
-    # PAPER.md: hidden_covariance_l1 |τ| 0.372, |ρ| 0.524, "higher is better"; our |τ| − paper = −0.112.
+    # docs/PAPER.md: hidden_covariance_l1 |τ| 0.372, |ρ| 0.524, "higher is better"; our |τ| − paper = −0.112.
     assert "| 0.372 | 0.524 | + | -0.112 |" in row and "+0.260 [+0.200, +0.300]" in row

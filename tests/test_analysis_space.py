@@ -1,7 +1,7 @@
 """NAS-Bench-BERT search-space view on the real BERT_benchmark.json.
 
 The expected values are computed here from the JSON file with plain json and
-numpy, and checked against the paper's qualitative finding (PAPER.md: 4 layers
+numpy, and checked against the paper's qualitative finding (docs/PAPER.md: 4 layers
 average 71.7 vs 2 layers 65.8; H = 256 averages 70.4 vs 67.4).
 """
 

@@ -22,7 +22,7 @@ from tfnas.scoring.scores import cosine_score, covariance_score, logdet
 
 
 def eig_covariance(m, k=1e-5):
-    """METRICS.md's formula with a general eigen-solver, as the paper computed it."""
+    """docs/METRICS.md's formula with a general eigen-solver, as the paper computed it."""
     lam = np.linalg.eig(np.corrcoef(m))[0].real
     return -np.sum(np.log(lam + k) + 1.0 / (lam + k))
 

@@ -133,7 +133,7 @@ def test_wma_scores_are_q_w_k():
 
 
 def _dsc_reference(block, x, key_mask=None):
-    """ConvBERT mixed attention written with explicit loops (SPACES.md §2, DSC)."""
+    """ConvBERT mixed attention written with explicit loops (docs/SPACES.md §2, DSC)."""
     b, s, h = x.shape
     hp, d, k = block.num_heads, block.head_size, block.kernel_size
     pad = (k - 1) // 2

@@ -127,7 +127,7 @@ def test_space_indexing_and_generated_tail(bench_path):
 
 
 def _expected_params(spec, compat):
-    """Parameter count from SPACES.md §2's rules, written out independently of the model code."""
+    """Parameter count from docs/SPACES.md §2's rules, written out independently of the model code."""
     h = 256 if compat else spec["hidden_size"]
     e = 128
     total = 30522 * e + 512 * e + 2 * e + 2 * e  # word, position, type embeddings, LayerNorm
@@ -155,7 +155,7 @@ def test_num_params_all_architectures_both_modes(space):
     for a in space._archs:
         for compat in (False, True):
             assert space.num_params(a, compat) == _expected_params(a.spec, compat), (a.index, compat)
-    # The paper's "Number of Parameters" column (METRICS.md, compat).
+    # The paper's "Number of Parameters" column (docs/METRICS.md, compat).
     assert [space.num_params(space[i], True) for i in range(5)] == [13330176, 11106199, 8840082, 5526167, 11104143]
     assert NasBenchBERT(paper_compat=True).num_params(space[3]) == 5526167
 

@@ -175,7 +175,7 @@ def test_all_log_recipes_are_valid_and_random_ones_pass_sanity(wt2):
 
 
 def test_random_cell_op_counts_of_spaces_md(wt2):
-    # SPACES.md §1: after pruning, the WikiText-2 random cells hold linear 1175 : blend 38 : prod 56 : sum 94,
+    # docs/SPACES.md §1: after pruning, the WikiText-2 random cells hold linear 1175 : blend 38 : prod 56 : sum 94,
     # and 159, 140, 43 cells of T = 1, 2, 3.
     random_cells = [a.spec for a in wt2 if a.benchmark_id not in HANDMADE_RECIPE_IDS]
     counts = collections.Counter()
@@ -428,7 +428,7 @@ def test_generator_reproduces_benchmark_cells(wt2, t, seed, rid):
     target = next(a.spec for a in wt2 if a.benchmark_id == rid)
     assert len(target) >= 10
     assert generate_recipe(t, np.random.RandomState(seed)) == target
-    # The slot count matters: the procedure as SPACES.md words it (T + 7 slots) does not give the cell.
+    # The slot count matters: the procedure as docs/SPACES.md words it (T + 7 slots) does not give the cell.
     assert generate_recipe(t, np.random.RandomState(seed), intermediate_vertices=7) != target
 
 

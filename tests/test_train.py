@@ -1,4 +1,4 @@
-"""Ground-truth training (SPACES.md §1, NAS-Bench-NLP protocol) on the real PTB files, tiny models.
+"""Ground-truth training (docs/SPACES.md §1, NAS-Bench-NLP protocol) on the real PTB files, tiny models.
 
 Covers: the AWD loss against a hand computation, the variable BPTT rule and
 the per-step learning-rate scaling, in-order windows with a carried and

@@ -1,6 +1,6 @@
 """Ablation view: how much scores move across minibatches and seeds, against across architectures.
 
-The paper's ablation (Serianni & Kalita 2023, §5; PAPER.md "Ablations")
+The paper's ablation (Serianni & Kalita 2023, §5; docs/PAPER.md "Ablations")
 scores 10 architectures on 10 minibatches and under 10 initialisation seeds
 and finds that per-repeat τ stays near 0.38–0.42 and that scores vary little
 across batches and seeds relative to across architectures.

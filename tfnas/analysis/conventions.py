@@ -136,7 +136,7 @@ HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
     "nasbench_bert": ("head_confidence", "num_params"),
 }
 
-#: Best published τ on NAS-Bench-BERT since the paper (PAPER.md): the bar to beat.
+#: Best published τ on NAS-Bench-BERT since the paper (docs/PAPER.md): the bar to beat.
 BEST_PUBLISHED_BERT_TAU = 0.53
 
 

@@ -123,7 +123,7 @@ def tau_bars(
 ) -> Figure:
     """Horizontal bars of Kendall τ per metric with bootstrap-CI error bars, sorted by τ.
 
-    Published |τ| (PAPER.md) are marked where known: at the published sign,
+    Published |τ| (docs/PAPER.md) are marked where known: at the published sign,
     or at the sign of our τ when the paper gives only the magnitude.
     """
     c = corr[(corr["target"] == target) & corr["kendall_tau"].notna()].sort_values("kendall_tau")

@@ -49,7 +49,7 @@ from tfnas.search import report as search_report
 log = logging.getLogger(__name__)
 
 #: Where the report sends readers for definitions and published figures (paths in the repository).
-DOCS = {"metrics": "docs/METRICS.md", "spaces": "docs/SPACES.md", "paper": "docs/PAPER_FIGURES.md"}
+DOCS = {"metrics": "docs/METRICS.md", "spaces": "docs/SPACES.md", "paper": "docs/PAPER.md"}
 
 
 class Outputs:

@@ -4,7 +4,7 @@ Needs no scores: reads the benchmark with
 :func:`tfnas.spaces.nasbench_bert.benchmark.load_benchmark` (500 trained architectures,
 GLUE dev scores) and the space definition with ``load_search_space``.
 
-The paper's conclusion (Serianni & Kalita 2023, §6; PAPER.md): hidden size
+The paper's conclusion (Serianni & Kalita 2023, §6; docs/PAPER.md): hidden size
 and depth dominate GLUE (4 layers average 71.7 vs 2 layers 65.8; H = 256
 70.4 vs 67.4), so the space can be pruned by a simple qualitative analysis.
 

@@ -1,4 +1,4 @@
-"""GLUE data for fine-tuning NAS-Bench-BERT discriminators (SPACES.md §2; Wang et al., ICLR 2019).
+"""GLUE data for fine-tuning NAS-Bench-BERT discriminators (docs/SPACES.md §2; Wang et al., ICLR 2019).
 
 Tasks are named as ``datasets``' ``glue`` configs (``cola sst2 mrpc qqp mnli
 qnli rte stsb wnli``); :data:`GLUE_TASKS` holds what each needs: its TSV

@@ -1,4 +1,4 @@
-"""Pretraining text for ELECTRA: tokenized, packed into fixed-length rows (SPACES.md §2).
+"""Pretraining text for ELECTRA: tokenized, packed into fixed-length rows (docs/SPACES.md §2).
 
 Sources (``datasets``-backed):
 

@@ -1,6 +1,6 @@
 """Penn Treebank (Mikolov's language-modelling version) for the RNN space.
 
-The vocabulary and token ids follow SPACES.md §1 "Data", which is how the
+The vocabulary and token ids follow docs/SPACES.md §1 "Data", which is how the
 AWD-LSTM code behind NAS-Bench-NLP builds them: read ``train``, ``valid``,
 ``test`` in that order, split every line on whitespace, append ``<eos>``,
 and number words by first appearance. This gives 10,000 tokens and the ids

@@ -1,4 +1,4 @@
-"""Penn Treebank as a LightningDataModule for ground-truth training (SPACES.md §1).
+"""Penn Treebank as a LightningDataModule for ground-truth training (docs/SPACES.md §1).
 
 The batches follow the AWD-LSTM code that NAS-Bench-NLP trained with
 (Merity et al. 2018; the benchmark's ``train.py``):
@@ -200,7 +200,7 @@ def _loader(dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
 
 
 class PTBDataModule(pl.LightningDataModule):
-    """Penn Treebank for NAS-Bench-NLP's training protocol (SPACES.md §1).
+    """Penn Treebank for NAS-Bench-NLP's training protocol (docs/SPACES.md §1).
 
     Args:
         data_dir: folder with ``ptb/ptb.{train,valid,test}.txt`` (see

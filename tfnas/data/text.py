@@ -1,4 +1,4 @@
-"""The scoring minibatch of the BERT space: tokenized text (SPACES.md §2, "Scoring minibatch").
+"""The scoring minibatch of the BERT space: tokenized text (docs/SPACES.md §2, "Scoring minibatch").
 
 Two sources:
 

@@ -1,6 +1,6 @@
 """The AWD-LSTM-style language model that NAS-Bench-NLP wraps around each cell.
 
-SPACES.md §1 "Language model around the cell" (Merity et al. 2018, AWD-LSTM;
+docs/SPACES.md §1 "Language model around the cell" (Merity et al. 2018, AWD-LSTM;
 Klyuchnikov et al. 2020): embedding → 3 recurrent layers (400→600, 600→600,
 600→400) → decoder tied to the embedding. Dropouts: embedding dropout
 (whole word vectors), locked (variational) dropout on the embedding output,
@@ -8,7 +8,7 @@ between layers and on the final output, and DropConnect on hidden-to-hidden
 weights; all inactive in eval mode.
 
 Construction reproduces the benchmark's exact order of random draws
-(METRICS.md "Reproduction facts"), so a model built after
+(docs/METRICS.md "Reproduction facts"), so a model built after
 ``torch.manual_seed(s)`` equals the benchmark's model for seed ``s``.
 """
 

@@ -1,4 +1,4 @@
-"""The ELECTRA pretraining network around a FlexiBERT discriminator (SPACES.md §2, "Ground-truth training").
+"""The ELECTRA pretraining network around a FlexiBERT discriminator (docs/SPACES.md §2, "Ground-truth training").
 
 Replaced-token detection (Clark et al., ICLR 2020, §2 and Eq. 1), as the
 benchmark's models were pretrained:
@@ -50,7 +50,7 @@ from tfnas.models.flexibert import FlexiBertConfig, FlexiBertModel
 def generator_layers(layers: Iterable[Mapping[str, Any]], size: float = 0.25) -> list[dict]:
     """The generator's layer list: each layer of the discriminator, scaled down.
 
-    Per layer (SPACES.md §2): heads ``max(1, h · size)`` (h/4 by default),
+    Per layer (docs/SPACES.md §2): heads ``max(1, h · size)`` (h/4 by default),
     feed-forward size ``I · size`` (I/4); operation type, parameter and number
     of stacked feed-forward layers unchanged. A DSC layer runs h/2 attention
     heads beside h/2 convolution heads and so needs an even head count; where

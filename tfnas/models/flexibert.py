@@ -1,6 +1,6 @@
 """FlexiBERT-style ELECTRA discriminator encoder with heterogeneous layers.
 
-Implements the NAS-Bench-BERT model of SPACES.md §2 (FlexiBERT, Tuli et al.
+Implements the NAS-Bench-BERT model of docs/SPACES.md §2 (FlexiBERT, Tuli et al.
 2022; ELECTRA, Clark et al. 2020; ConvBERT, Jiang et al. 2020) with
 transformers' ELECTRA conventions (``PretrainedConfig`` / ``PreTrainedModel``,
 ``BaseModelOutput``, ``save_pretrained`` / ``from_pretrained``).
@@ -28,7 +28,7 @@ mixes over all positions of the sequence axis, and DSC's key convolution and
 dynamic convolution read the neighbouring positions, padding included.
 Therefore only SA-only models give the same outputs on the real tokens of a
 padded batch as of the unpadded one. ``use_attention_mask=False`` (the
-paper's code, METRICS.md "Compat for BERT") ignores any mask.
+paper's code, docs/METRICS.md "Compat for BERT") ignores any mask.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
-#: Operation types and their parameters (SPACES.md §2).
+#: Operation types and their parameters (docs/SPACES.md §2).
 OPERATIONS = {"SA": ("SDP", "WMA"), "LT": ("DFT", "DCT"), "DSC": None}  # DSC: any odd kernel size
 _LAYER_KEYS = (
     "operation_type",

@@ -1,6 +1,6 @@
 """The NAS-Bench-NLP recurrent cell: a recipe graph run over time.
 
-Semantics follow SPACES.md §1 (Klyuchnikov et al., 2020, NAS-Bench-NLP): a
+Semantics follow docs/SPACES.md §1 (Klyuchnikov et al., 2020, NAS-Bench-NLP): a
 recipe maps node names to ops over ``x`` (the layer input), ``h_prev_k`` (the
 previous hidden tuple) and other nodes; ``h_new_0 … h_new_{T-1}`` form the new
 hidden tuple and ``h_new_0`` is the layer output.
@@ -138,7 +138,7 @@ class RecurrentLayer(nn.Module):
     def benchmark_init(self) -> None:
         """Reproduce the benchmark's random draws for this layer, in order.
 
-        METRICS.md "Reproduction facts", step 2: for each linear node in
+        docs/METRICS.md "Reproduction facts", step 2: for each linear node in
         recipe key order, a Kaiming-uniform (a = √5) draw per weight matrix in
         input order, then a uniform bias draw with bound 1/√fan_in of its
         first weight; then one uniform(−1/√hidden, 1/√hidden) draw over every
@@ -249,7 +249,7 @@ class RecurrentLayer(nn.Module):
 
 
 def combine_inputs(op: str, args: list[Tensor], node: str = "?") -> Tensor:
-    """A parameter-free node of SPACES.md §1 on its inputs, each [batch, hidden].
+    """A parameter-free node of docs/SPACES.md §1 on its inputs, each [batch, hidden].
 
     ``blend(a, b, c) = a·b + (1 − a)·c``; ``elementwise_prod`` / ``elementwise_sum``
     multiply / add all inputs.

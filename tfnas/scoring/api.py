@@ -194,7 +194,7 @@ class ScoringContext:
         model: the untrained ``nn.Module`` (already on its device, eval mode).
         batch: the scoring minibatch, as the space's data module made it.
         seed: the seed the model was built with; passes that draw noise use it.
-        paper_compat: reproduce the published columns (see METRICS.md).
+        paper_compat: reproduce the published columns (see docs/METRICS.md).
         options: extra per-family settings (e.g. the masked-LM token ids).
         requested: pass name -> the captures the planned metrics ask of it
             (a pass that serves another is asked for that pass's name too).

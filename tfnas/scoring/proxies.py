@@ -1,4 +1,4 @@
-"""The established zero-cost proxies, shared by every model family (METRICS.md "Beyond the paper").
+"""The established zero-cost proxies, shared by every model family (docs/METRICS.md "Beyond the paper").
 
 A family offers the proxies by registering five passes under the names below
 and calling :func:`register_proxies` with its name (see

@@ -1,4 +1,4 @@
-"""Scores of matrices that the metrics of every family share (METRICS.md, "Shared building blocks").
+"""Scores of matrices that the metrics of every family share (docs/METRICS.md, "Shared building blocks").
 
 * :func:`covariance_score` — NASWOT v1's score of a correlation matrix
   (Mellor et al. 2021, v1 eq. 2): ``S = −Σ_i [ln(λ_i + k) + 1/(λ_i + k)]``.

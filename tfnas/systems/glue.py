@@ -1,4 +1,4 @@
-"""GLUE fine-tuning of a pretrained FlexiBERT discriminator (SPACES.md §2, "Ground-truth training").
+"""GLUE fine-tuning of a pretrained FlexiBERT discriminator (docs/SPACES.md §2, "Ground-truth training").
 
 ELECTRA-small's fine-tuning recipe (Clark et al., 2020, Appendix; ELECTRA's
 ``configure_finetuning.py`` and ``classification_tasks.py``):

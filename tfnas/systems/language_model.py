@@ -1,4 +1,4 @@
-"""The Lightning system that trains a NAS-Bench-NLP language model (SPACES.md §1).
+"""The Lightning system that trains a NAS-Bench-NLP language model (docs/SPACES.md §1).
 
 Protocol (NAS-Bench-NLP ``train.py``/``main_one_model_train.py``, after
 AWD-LSTM, Merity et al. 2018):

@@ -1,7 +1,7 @@
 """Ground-truth training of NAS-Bench-BERT architectures: ELECTRA pretraining, then GLUE fine-tuning.
 
 ``train_bert(cfg)`` trains architecture ``cfg.arch`` of the NAS-Bench-BERT
-space with the benchmark's protocol (SPACES.md §2, "Ground-truth training")
+space with the benchmark's protocol (docs/SPACES.md §2, "Ground-truth training")
 and writes one record (``source="train"``) in the format of ``score.py``:
 
 - ``scores`` / ``reasons``: the training-free scores of the untrained

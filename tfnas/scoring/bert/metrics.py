@@ -1,4 +1,4 @@
-"""The paper's transformer metrics on NAS-Bench-BERT (METRICS.md, "BERT space").
+"""The paper's transformer metrics on NAS-Bench-BERT (docs/METRICS.md, "BERT space").
 
 All read the one ``("bert", "grad")`` pass (:mod:`tfnas.scoring.bert.passes`): a
 forward of the scoring batch and the backward of Σ ``last_hidden_state``.

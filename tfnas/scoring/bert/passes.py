@@ -1,4 +1,4 @@
-"""The BERT family's one pass for the paper's metrics: forward, then backward of Σ o (METRICS.md, "BERT space").
+"""The BERT family's one pass for the paper's metrics: forward, then backward of Σ o (docs/METRICS.md, "BERT space").
 
 ``o = model(**batch).last_hidden_state`` [B, S, H]; ``o.backward(ones_like(o))``.
 Forward hooks capture, as they happen and reduced where possible so that a

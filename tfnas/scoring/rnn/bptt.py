@@ -8,7 +8,7 @@ large part of its time goes to bookkeeping and memory traffic: a graph node
 per op, a fresh tensor per op, split gradients concatenated again. This
 module walks the recorded forward (:class:`~tfnas.models.rnn_cell.LayerRecord`)
 backwards instead, one step at a time, node by node in reverse topological
-order, with the cell's own local derivatives (SPACES.md §1 ops):
+order, with the cell's own local derivatives (docs/SPACES.md §1 ops):
 
 - linear: the gradient of every (node, input) block of the stacked product is
   the node's gradient; one matrix product per block carries it to the source,
@@ -19,7 +19,7 @@ order, with the cell's own local derivatives (SPACES.md §1 ops):
 
 The hidden tuple carries the gradient from step t+1 back to step t. The state
 ``h_new_0`` "as it leaves the cell" gets the layer output's gradient plus the
-next step's ``h_prev_0`` gradient only (METRICS.md, hidden synaptic saliency);
+next step's ``h_prev_0`` gradient only (docs/METRICS.md, hidden synaptic saliency);
 uses of ``h_new_0`` inside its own cell call add to the node's gradient after.
 """
 

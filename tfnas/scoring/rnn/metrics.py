@@ -1,6 +1,6 @@
 """The paper's training-free metrics on the NAS-Bench-NLP space.
 
-Definitions: METRICS.md "RNN space" (Serianni & Kalita, ACL 2023, §3 and
+Definitions: docs/METRICS.md "RNN space" (Serianni & Kalita, ACL 2023, §3 and
 their published per-architecture tables). Each function is a pure function of
 pass outputs (:mod:`tfnas.scoring.rnn.passes`). ``ctx.paper_compat`` switches to the
 published columns where the paper's code differs from its text:
@@ -68,7 +68,7 @@ def activation_distance(ctx: ScoringContext) -> dict[str, float]:
     K [50, 50] = Σ over activation outputs a [50, H] (every node, step and
     layer) of c cᵀ + (1−c)(1−c)ᵀ with c = 1[a > 0] (:class:`~tfnas.scoring.scores.NaswotKernel`,
     all codes side by side); the score is ld(K) = log|det K| (Mellor et al.
-    2021; METRICS.md).
+    2021; docs/METRICS.md).
 
     Raises:
         UndefinedScore: the cell has no activation node, or K is singular.
@@ -101,7 +101,7 @@ def hidden_synaptic_saliency(ctx: ScoringContext) -> dict[str, float]:
 
     ∂h^l_t is the gradient of Σ y with respect to the state as it leaves its
     cell: only the paths through the next step's ``h_prev_0`` and through the
-    layer's output count (METRICS.md). t = 0 (the zero state) adds nothing.
+    layer's output count (docs/METRICS.md). t = 0 (the zero state) adds nothing.
     """
     out = ctx.get("grad")
     total = 0.0

@@ -1,6 +1,6 @@
 """The RNN family's passes for the paper's metrics, over a NAS-Bench-NLP language model.
 
-METRICS.md "RNN space": the input is the PTB scoring minibatch ``x`` [70, 50];
+docs/METRICS.md "RNN space": the input is the PTB scoring minibatch ``x`` [70, 50];
 ``e`` = embedding output [70, 50, 400]; ``y`` = the last layer's outputs
 (no decoder). Two passes cover every paper metric:
 
@@ -29,7 +29,7 @@ from tfnas.models.rnn_cell import CellCapture, LayerRecord, RecurrentLayer
 from tfnas.scoring.api import ScoringContext, register_pass
 from tfnas.scoring.rnn import bptt
 
-#: Noise amplitudes of the paper's Jacobian-with-noise metrics (METRICS.md);
+#: Noise amplitudes of the paper's Jacobian-with-noise metrics (docs/METRICS.md);
 #: a metric reads J_a by asking the ``grad`` pass for ``"noise:<key>"``.
 AMPLITUDES = {"small": 0.1, "large": 10.0, "very_large": 100.0}
 
@@ -96,7 +96,7 @@ def token_batch(ctx: ScoringContext) -> tuple[Tensor, Tensor | None]:
 
 
 def noised_inputs(e: Tensor, seed: int, keys: list[str]) -> list[Tensor]:
-    """float32(e + a·v·ε) for each amplitude key, computed in float64 (METRICS.md "noise variants").
+    """float32(e + a·v·ε) for each amplitude key, computed in float64 (docs/METRICS.md "noise variants").
 
     Args:
         e: [seq, batch, emsize] embedding output.
@@ -140,7 +140,7 @@ def forward_pass(ctx: ScoringContext) -> RNNForward:
     "rnn", "grad", captures=("activation_codes", "weight_grads", *(f"noise:{k}" for k in AMPLITUDES))
 )
 def grad_pass(ctx: ScoringContext) -> RNNGrad:
-    """Forward, then one backward of Σ y (METRICS.md "one pass").
+    """Forward, then one backward of Σ y (docs/METRICS.md "one pass").
 
     When noised Jacobians are asked for, their noised inputs ride along in the
     same batch (samples never interact in an RNN), so one forward and one
@@ -214,7 +214,7 @@ def _runs(blocks: list[int]) -> list[tuple[int, int]]:
 def saliency_blocks(layer: RecurrentLayer) -> dict[str, list[int]]:
     """``source -> blocks`` of the stacked weights that synaptic saliency reads.
 
-    METRICS.md: the weights of inputs 2…n of every linear node (the first
+    docs/METRICS.md: the weights of inputs 2…n of every linear node (the first
     input's weight is skipped, as the paper did); block b of source s is
     rows b·hidden … (b+1)·hidden of ``weight_<s>``.
     """
@@ -229,7 +229,7 @@ def noise_epsilon(seed: int, shape: tuple[int, ...]) -> np.ndarray:
     """The paper's noise: the first draw of NumPy's legacy global generator after ``np.random.seed(seed)``.
 
     Returns:
-        float64 array of ``shape`` (METRICS.md "noise variants": the same ε
+        float64 array of ``shape`` (docs/METRICS.md "noise variants": the same ε
         serves every amplitude). The global NumPy state is restored after.
     """
     state = np.random.get_state()

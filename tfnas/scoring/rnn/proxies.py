@@ -94,7 +94,7 @@ def _run_layer(
     linear_outs: dict[str, list[Tensor]] | None,
     codes: NaswotKernel | None,
 ) -> Tensor:
-    """One recurrent layer (SPACES.md §1 cell semantics) with explicit tensors: [seq, B, in] -> [seq, B, hidden].
+    """One recurrent layer (docs/SPACES.md §1 cell semantics) with explicit tensors: [seq, B, in] -> [seq, B, hidden].
 
     The same computation as :class:`RecurrentLayer` in eval mode (zero initial
     state), written out so that the proxies can reach every linear node's

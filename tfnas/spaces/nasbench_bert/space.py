@@ -1,9 +1,9 @@
 """The NAS-Bench-BERT search space by index, and the encoder of an architecture.
 
 The model built from a spec is :class:`tfnas.models.flexibert.FlexiBertModel`
-(see SPACES.md §2). In paper-compatibility mode every architecture is built
+(see docs/SPACES.md §2). In paper-compatibility mode every architecture is built
 with H = 256 and I = 1024 and without attention mask, as the paper's metric
-code did (METRICS.md, "Compat for BERT").
+code did (docs/METRICS.md, "Compat for BERT").
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tfnas.spaces.base import Architecture, SearchSpace, check_index
 from tfnas.spaces.nasbench_bert.benchmark import default_benchmark_path, definition_for, load_benchmark
 from tfnas.spaces.nasbench_bert.definition import ConfigGenerator, load_search_space
 
-#: Sizes the paper's metric models used for every architecture (METRICS.md, compat).
+#: Sizes the paper's metric models used for every architecture (docs/METRICS.md, compat).
 COMPAT_HIDDEN_SIZE = 256
 COMPAT_FEED_FORWARD_DIMENSION = 1024
 
@@ -118,7 +118,7 @@ class NasBenchBERT(SearchSpace):
 
         Python's, NumPy's legacy global and torch's generators are seeded with
         ``seed`` immediately before construction (:func:`tfnas.rng.seed_all`;
-        METRICS.md, "BERT space"), so the weights are a function of (spec,
+        docs/METRICS.md, "BERT space"), so the weights are a function of (spec,
         seed, compat) only.
 
         Args:

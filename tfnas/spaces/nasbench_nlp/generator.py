@@ -1,4 +1,4 @@
-"""Random NAS-Bench-NLP cells drawn with the benchmark's procedure (SPACES.md §1 steps 1-6).
+"""Random NAS-Bench-NLP cells drawn with the benchmark's procedure (docs/SPACES.md §1 steps 1-6).
 
 :func:`generate_recipe` samples one cell, :class:`RecipeGenerator` is an
 indexable, reproducible sequence of them, and :func:`check_sanity` applies
@@ -17,7 +17,7 @@ import numpy as np
 
 from tfnas.spaces.nasbench_nlp.recipe import ACTIVATIONS, Recipe, RecipeError
 
-#: Generator weights of the benchmark (SPACES.md §1, steps 1-2).
+#: Generator weights of the benchmark (docs/SPACES.md §1, steps 1-2).
 MAIN_OPS = ("linear", "blend", "elementwise_prod", "elementwise_sum")
 MAIN_WEIGHTS = (3, 1, 1, 1)
 LINEAR_FAN_IN = (2, 3)
@@ -29,7 +29,7 @@ INTERMEDIATE_VERTICES = 13
 def check_sanity(recipe: Recipe) -> None:
     """Apply the benchmark generator's sanity rules to a valid recipe.
 
-    Rules (NAS-Bench-NLP's random-cell generator, SPACES.md §1 step 6):
+    Rules (NAS-Bench-NLP's random-cell generator, docs/SPACES.md §1 step 6):
     ``x`` and every ``h_prev_k`` are used by some output, and no ``h_new_k``
     takes an ``h_prev_j`` directly as input. Hand-made cells may break them
     (the benchmark's GRU feeds ``h_prev_0`` straight into ``h_new_0``).
@@ -113,7 +113,7 @@ _FAN_IN_CUM = tuple(sum(LINEAR_FAN_IN_WEIGHTS[: i + 1]) for i in range(len(LINEA
 
 
 def _draw_cell(num_hidden: int, slots: int, draw: _PyDraws | _NumpyLegacyDraws) -> dict[str, dict[str, Any]] | None:
-    """One draw of steps 1-6 of SPACES.md §1; None when step 6 rejects it."""
+    """One draw of steps 1-6 of docs/SPACES.md §1; None when step 6 rejects it."""
     prev = [f"h_prev_{k}" for k in range(num_hidden)]
     base = ["x"] + prev
     cell: dict[str, dict[str, Any]] = {}
@@ -169,7 +169,7 @@ def generate_recipe(
     intermediate_vertices: int = INTERMEDIATE_VERTICES,
     max_tries: int = 100_000,
 ) -> Recipe:
-    """Sample one random cell with the benchmark's procedure (SPACES.md §1 steps 1-6).
+    """Sample one random cell with the benchmark's procedure (docs/SPACES.md §1 steps 1-6).
 
     Draws are repeated until one passes :func:`check_sanity` (rejection).
     The node names follow the benchmark (``node_<slot>``, outputs last).

@@ -1,7 +1,7 @@
 """NAS-Bench-NLP recipes: the cell ops, validated recipes and their errors.
 
 A *recipe* is a dict ``node name -> {"op": str, "input": [names]}`` describing
-one recurrent cell (SPACES.md §1). :class:`Recipe` validates one and raises the
+one recurrent cell (docs/SPACES.md §1). :class:`Recipe` validates one and raises the
 matching :class:`RecipeError` subclass, naming the offending node. This module
 is the one the models import: it knows nothing of benchmarks, generators or
 models.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
-#: Every op a node may use (SPACES.md §1).
+#: Every op a node may use (docs/SPACES.md §1).
 OPS = (
     "linear",
     "blend",
@@ -131,7 +131,7 @@ _ARITY_TEXT = {
 
 
 class Recipe:
-    """A validated NAS-Bench-NLP recipe (SPACES.md §1, "Recipe").
+    """A validated NAS-Bench-NLP recipe (docs/SPACES.md §1, "Recipe").
 
     Construction validates the recipe and raises the matching
     :class:`RecipeError` subclass, naming the offending node. Nodes that no

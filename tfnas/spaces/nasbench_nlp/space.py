@@ -110,7 +110,7 @@ class NasBenchNLP(SearchSpace):
         """The untrained language model of ``arch``, exactly as the benchmark built it.
 
         Seeds Python, NumPy and torch with ``seed`` immediately before
-        construction on the CPU (METRICS.md "RNN space" setting), so the
+        construction on the CPU (docs/METRICS.md "RNN space" setting), so the
         weights equal the benchmark's for that seed.
 
         Args:
