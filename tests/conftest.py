@@ -15,6 +15,14 @@ def data_dir() -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory) -> Path:
+    """A small made-up data folder in the layout of the real one (tests/synthetic.py): for plumbing tests."""
+    from synthetic import make_data_dir
+
+    return make_data_dir(tmp_path_factory.mktemp("synthetic_data"))
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     import torch

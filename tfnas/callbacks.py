@@ -33,7 +33,8 @@ class TrainingFreeScores(pl.Callback):
     Args:
         family: the network's model family, ``"rnn"`` or ``"bert"`` (a space's ``family``).
         batch: the scoring minibatch (moved to the module's device).
-        metrics: metric family names (see :func:`tfnas.scoring.registry.available`).
+        metrics: metric names of the family, each giving one or more scores (see
+            :func:`tfnas.scoring.registry.available`).
         seed: seed for passes that draw noise.
         paper_compat: reproduce the published columns.
         log_step: the step to log at (the sweep logs the arch index, so one

@@ -1,4 +1,4 @@
-"""Penn Treebank (Mikolov's language-modelling version) for the RNN space.
+"""Penn Treebank (Mikolov's language-modelling version) for the rnn model family (NAS-Bench-NLP).
 
 The vocabulary and token ids follow docs/SPACES.md §1 "Data", which is how the
 AWD-LSTM code behind NAS-Bench-NLP builds them: read ``train``, ``valid``,

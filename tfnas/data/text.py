@@ -1,4 +1,4 @@
-"""The scoring minibatch of the BERT space: tokenized text (docs/SPACES.md §2, "Scoring minibatch").
+"""The bert family's scoring minibatch (NAS-Bench-BERT): tokenized text (docs/SPACES.md §2, "Scoring minibatch").
 
 Two sources:
 
@@ -74,7 +74,7 @@ def raw_token_ids(tokenizer: Any, text: str | list[str]) -> list[int] | list[lis
 
 
 class TextScoringData:
-    """Builds the scoring batch of the BERT space.
+    """Builds the scoring batch of the bert model family (NAS-Bench-BERT).
 
     Args:
         data_dir: data folder (default ``tfnas.paths.default_data_dir()``).

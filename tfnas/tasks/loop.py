@@ -36,8 +36,6 @@ from omegaconf import DictConfig
 from tfnas import results
 from tfnas.tasks.runtime import to_container
 
-log = logging.getLogger("tfnas")
-
 #: Trainer settings that change a trained model, per model family (part of the record's config hash).
 #: NAS-Bench-NLP trains for the Trainer's epochs and batch limits; the NAS-Bench-BERT stages take their
 #: lengths from ``electra.optim.max_steps`` and the GLUE epochs, hashed with those settings. A new family
@@ -163,6 +161,7 @@ def run_job(job: ArchitectureJob) -> JobResult:
     """
     global _warned_out_of_range
     cfg, space = job.cfg, job.space
+    log = logging.getLogger(f"tfnas.{job.verb}")
     out = JobResult()
     indices = job_indices(cfg, len(space))
     if not indices:
@@ -201,6 +200,7 @@ def run_job(job: ArchitectureJob) -> JobResult:
 
 
 def _report(job: ArchitectureJob, rec: results.Record, path: Path) -> None:
+    log = logging.getLogger(f"tfnas.{job.verb}")
     ident = f"arch {rec.arch} (id {rec.benchmark_id})" if rec.benchmark_id is not None else f"arch {rec.arch} (generated)"
     where = f" -> {path}" if job.report_path else ""
     if rec.status == "ok":

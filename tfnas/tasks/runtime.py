@@ -80,28 +80,22 @@ def to_container(node: Any) -> Any:
 
 
 def make_trainer(trainer_cfg: DictConfig | dict, loggers: list, callbacks: list):
-    """A Lightning Trainer from the ``trainer`` config group plus loggers and callbacks."""
-    import lightning.pytorch as pl
+    """The Lightning Trainer of a ``trainer`` config (its ``_target_`` and keyword arguments) with loggers and callbacks."""
+    from hydra.utils import instantiate
 
-    kwargs = dict(to_container(trainer_cfg))
-    kwargs.setdefault("enable_progress_bar", False)
-    kwargs.setdefault("enable_model_summary", False)
-    return pl.Trainer(logger=loggers or False, callbacks=callbacks, **kwargs)
+    return instantiate(to_container(trainer_cfg), logger=loggers or False, callbacks=callbacks, _convert_="all")
 
 
 def make_loggers(logger_cfg: DictConfig | dict | None, save_dir: str, name: str, version: str) -> list:
-    """Loggers from the ``logger`` config group (``kind: tensorboard`` or ``none``).
+    """The loggers of the ``logger`` config group: none for an empty group (``logger=none``), else its ``_target_``.
 
     Args:
-        logger_cfg: ``{kind: tensorboard|none}``.
-        save_dir, name, version: TensorBoard run directory = save_dir/name/version.
+        logger_cfg: e.g. ``{_target_: lightning.pytorch.loggers.TensorBoardLogger, default_hp_metric: false}``.
+        save_dir, name, version: the run directory (TensorBoard: save_dir/name/version), filled in by the task.
     """
-    cfg = dict(to_container(logger_cfg) or {})
-    kind = cfg.get("kind", "none")
-    if kind == "none":
-        return []
-    if kind == "tensorboard":
-        from lightning.pytorch.loggers import TensorBoardLogger
+    from hydra.utils import instantiate
 
-        return [TensorBoardLogger(save_dir=save_dir, name=name, version=version, default_hp_metric=False)]
-    raise ValueError(f"unknown logger kind {kind!r}; use 'tensorboard' or 'none'")
+    cfg = to_container(logger_cfg)
+    if not cfg:
+        return []
+    return [instantiate(cfg, save_dir=save_dir, name=name, version=version, _convert_="all")]

@@ -125,25 +125,6 @@ def train_settings(cfg: DictConfig, space: Any, data: Any, datamodule: PTBDataMo
     }
 
 
-def make_datamodule(cfg: DictConfig) -> PTBDataModule:
-    """The PTB training data of ``cfg`` (location from the ``data`` group, protocol from the top level)."""
-    vb = cfg.variable_bptt
-    return PTBDataModule(
-        data_dir=cfg.data.get("data_dir"),
-        source=cfg.data.get("source", "auto"),
-        batch_size=int(cfg.batch_size),
-        eval_batch_size=int(cfg.eval_batch_size),
-        bptt=int(cfg.bptt),
-        eval_bptt=int(cfg.eval_bptt),
-        seed=int(cfg.seed),
-        variable_bptt=bool(vb.enabled),
-        full_prob=float(vb.full_prob),
-        bptt_std=float(vb.std),
-        min_seq_len=int(vb.min_len),
-        train_eval_batches=cfg.get("train_eval_batches"),
-    )
-
-
 def _save_last(value: Any) -> bool | str:
     """``checkpoint.save_last``: true (a copy), ``link`` (a symlink to the newest epoch's file)."""
     if value in (True, "link"):
@@ -159,7 +140,7 @@ class RNNTrainJob(ArchitectureJob):
 
     def prepare(self, indices: list[int]) -> dict[str, Any]:
         self.data = instantiate(self.cfg.data, _convert_="all")
-        self.datamodule = make_datamodule(self.cfg)
+        self.datamodule = instantiate(self.cfg.datamodule, _convert_="all")  # PTB with the protocol of train.yaml
         return train_settings(self.cfg, self.space, self.data, self.datamodule)
 
     def run_one(self, index: int, settings: dict[str, Any], chash: str) -> results.Record:

@@ -63,7 +63,7 @@ from omegaconf import DictConfig
 
 from tfnas import results
 from tfnas.callbacks import InitialScores
-from tfnas.data.glue import GlueDataModule, get_task
+from tfnas.data.glue import get_task
 from tfnas.models.electra import ElectraPretrainingModel
 from tfnas.models.flexibert import FlexiBertModel
 from tfnas.rng import seed_all
@@ -81,9 +81,8 @@ log = logging.getLogger("tfnas.train")
 _DATA_NON_RESULT = ("_target_", "data_dir", "tokenizer_dir", "cache_dir", "num_workers", "num_proc", "path",
                     "val_path")
 #: ``glue`` keys that do not change a task's result.
-_GLUE_NON_RESULT = ("tasks", "tsv_dir", "tokenizer_dir", "num_workers", "trainer", "eval_batch_size", "task_epochs",
-                    "keep_checkpoints",
-                    "epochs", "source", "dataset")
+_GLUE_NON_RESULT = ("tasks", "tsv_dir", "tokenizer_dir", "num_workers", "trainer", "datamodule", "eval_batch_size",
+                    "task_epochs", "keep_checkpoints", "epochs", "source", "dataset")
 
 
 # ---------------------------------------------------------------------------- settings and hashes
@@ -225,13 +224,7 @@ def finetune(cfg: DictConfig, task: str, disc_dir: Path, task_dir: Path, loggers
     g = cfg.glue
     seed = int(cfg.seed)
     epochs = task_epochs(cfg, t.name)
-    dm = GlueDataModule(
-        t.name, source=g.source, tsv_dir=g.tsv_dir, data_dir=cfg.paths.absolute_data_dir, dataset=g.dataset,
-        tokenizer_dir=g.tokenizer_dir, max_seq_len=g.max_seq_len, pad_to_max_length=g.pad_to_max_length,
-        double_unordered=g.double_unordered, batch_size=g.batch_size, eval_batch_size=g.eval_batch_size,
-        limit_train_examples=g.get("limit_train_examples"), limit_eval_examples=g.get("limit_eval_examples"),
-        seed=seed, num_workers=int(g.get("num_workers", 0)),
-    )
+    dm = instantiate(g.datamodule, task=t.name, seed=seed, _convert_="all")
     dm.setup()
     seed_all(seed)
     encoder = FlexiBertModel.from_pretrained(str(disc_dir))

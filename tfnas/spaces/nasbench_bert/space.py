@@ -20,7 +20,7 @@ from tfnas.models.flexibert import FlexiBertConfig, FlexiBertEmbeddings, FlexiBe
 from tfnas.rng import seed_all
 from tfnas.spaces.base import Architecture, SearchSpace, check_index
 from tfnas.spaces.nasbench_bert.benchmark import default_benchmark_path, definition_for, load_benchmark
-from tfnas.spaces.nasbench_bert.definition import ConfigGenerator, load_search_space
+from tfnas.spaces.nasbench_bert.definition import ConfigGenerator, SpaceDefinition, load_search_space
 
 #: Sizes the paper's metric models used for every architecture (docs/METRICS.md, compat).
 COMPAT_HIDDEN_SIZE = 256
@@ -87,12 +87,21 @@ class NasBenchBERT(SearchSpace):
         self.benchmark = None if benchmark in (None, "") else str(Path(benchmark).resolve())
         self.paper_compat = bool(paper_compat)
         archs = load_benchmark(self.benchmark) if self.benchmark else []
-        start = len(archs)
-        archs = archs + [
-            Architecture(index=start + j, benchmark_id=None, spec=spec, meta={"name": f"gen-{generator_seed}-{j}"})
-            for j, spec in enumerate(ConfigGenerator(generator_seed).take(generate))
-        ]
+        self._definition = None
+        if generate:
+            start = len(archs)
+            archs = archs + [
+                Architecture(index=start + j, benchmark_id=None, spec=spec, meta={"name": f"gen-{generator_seed}-{j}"})
+                for j, spec in enumerate(ConfigGenerator(generator_seed, self.definition).take(generate))
+            ]
         self._archs = archs
+
+    @property
+    def definition(self) -> SpaceDefinition:
+        """The search space definition: the ``search_space.json`` beside the benchmark, else the data folder's."""
+        if self._definition is None:
+            self._definition = definition_for(Path(self.benchmark), None) if self.benchmark else load_search_space()
+        return self._definition
 
     def __len__(self) -> int:
         return len(self._archs)
@@ -107,8 +116,7 @@ class NasBenchBERT(SearchSpace):
         Raises:
             ValueError: naming the field outside the search space.
         """
-        definition = definition_for(Path(self.benchmark), None) if self.benchmark else load_search_space()
-        return definition.validate(spec, "architecture")
+        return self.definition.validate(spec, "architecture")
 
     def _compat(self, paper_compat: bool | None) -> bool:
         return self.paper_compat if paper_compat is None else bool(paper_compat)
