@@ -35,8 +35,10 @@ def _load_benchmark(path: str, space_path: str | None) -> tuple[Architecture, ..
     if not p.is_file():
         raise FileNotFoundError(f"NAS-Bench-BERT benchmark file not found: {p}")
     space = definition_for(p, space_path)
-    with open(p) as f:
-        entries = json.load(f)
+    try:
+        entries = json.loads(p.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{p}: not valid JSON ({e}); the file is truncated or corrupt") from None
     if not isinstance(entries, list):
         raise ValueError(f"{p}: expected a JSON list of architectures, got {type(entries).__name__}")
     archs = []

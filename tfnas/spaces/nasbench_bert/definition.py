@@ -207,8 +207,11 @@ def _load_search_space(path: str) -> SpaceDefinition:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"NAS-Bench-BERT search space not found: {p}")
-    with open(p) as f:
-        return SpaceDefinition.from_dict(json.load(f), where=str(p))
+    try:
+        data = json.loads(p.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{p}: not valid JSON ({e}); the file is truncated or corrupt") from None
+    return SpaceDefinition.from_dict(data, where=str(p))
 
 
 def load_search_space(path: str | Path | None = None) -> SpaceDefinition:

@@ -14,6 +14,7 @@ import math
 import re
 import warnings
 import zipfile
+import zlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
@@ -132,8 +133,11 @@ def _entry_from_file(name: str, text: bytes | str, file_label: str) -> dict[str,
 def _read_zip(path: Path) -> list[dict[str, Any]]:
     try:
         zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as e:
-        raise ValueError(f"{path}: not a readable zip archive ({e})") from e
+    except zipfile.BadZipFile:
+        if _has_zip_magic(path):
+            raise ValueError(f"{path}: truncated or corrupt zip archive (its end-of-archive directory is missing); "
+                             "download it again") from None
+        raise ValueError(f"{path}: not a zip archive") from None
     entries = []
     with zf:
         for info in zf.infolist():
@@ -141,10 +145,32 @@ def _read_zip(path: Path) -> list[dict[str, Any]]:
             if info.is_dir() or info.filename.startswith("__MACOSX/") or not _LOG_RE.fullmatch(base):
                 continue
             label = f"{path}:{info.filename}"
-            entries.append(_entry_from_file(base, zf.read(info), label))
+            entries.append(_entry_from_file(base, _read_member(zf, info, path), label))
     if not entries:
         raise ValueError(f"{path}: the archive holds no log_stats_model_*.json file")
     return entries
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
+    """One member's bytes; a damaged member is one line naming the archive and the member."""
+    try:
+        return zf.read(info)
+    except zipfile.BadZipFile as e:
+        what = "fails its CRC check" if "CRC" in str(e) else f"is damaged ({e})"
+        raise ValueError(f"{path}: member {info.filename} {what}; the archive is corrupt, download it again") from None
+    except (zlib.error, EOFError) as e:
+        raise ValueError(f"{path}: member {info.filename} cannot be decompressed ({e}); the archive is corrupt, "
+                         "download it again") from None
+
+
+def _has_zip_magic(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _is_zip(path: Path) -> bool:
+    """A zip by name or by content (a truncated zip starts like one but has no readable directory)."""
+    return path.suffix.lower() == ".zip" or zipfile.is_zipfile(path) or _has_zip_magic(path)
 
 
 def _read_dir(path: Path) -> list[dict[str, Any]]:
@@ -182,7 +208,7 @@ def _load(path: str, mtime_ns: int, size: int) -> tuple[Architecture, ...]:
     p = Path(path)
     if p.is_dir():
         entries = _read_dir(p)
-    elif zipfile.is_zipfile(p):
+    elif _is_zip(p):
         entries = _read_zip(p)
     else:
         entries = _read_json(p)
