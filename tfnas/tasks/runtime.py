@@ -80,10 +80,17 @@ def to_container(node: Any) -> Any:
 
 
 def make_trainer(trainer_cfg: DictConfig | dict, loggers: list, callbacks: list):
-    """The Lightning Trainer of a ``trainer`` config (its ``_target_`` and keyword arguments) with loggers and callbacks."""
+    """The Lightning Trainer of a ``trainer`` config (its ``_target_`` and keyword arguments) with loggers and callbacks.
+
+    Raises:
+        ValueError: the config names no ``_target_``.
+    """
     from hydra.utils import instantiate
 
-    return instantiate(to_container(trainer_cfg), logger=loggers or False, callbacks=callbacks, _convert_="all")
+    cfg = to_container(trainer_cfg)
+    if "_target_" not in cfg:
+        raise ValueError(f"the trainer config has no _target_ (e.g. lightning.pytorch.Trainer): {cfg}")
+    return instantiate(cfg, logger=loggers or False, callbacks=callbacks, _convert_="all")
 
 
 def make_loggers(logger_cfg: DictConfig | dict | None, save_dir: str, name: str, version: str) -> list:
