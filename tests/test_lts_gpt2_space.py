@@ -8,12 +8,23 @@ import torch
 import yaml
 
 from tfnas.models.lts_gpt2 import LtsGpt2LMHeadModel, parameter_counts
-from tfnas.spaces.lts_gpt2 import CHOICES, SETS, ConfigGenerator, LtsGpt2Space, read_set, transformer_xl_counts
+from tfnas.spaces.base import SearchSpace
+from tfnas.spaces.lts_gpt2 import (
+    CHOICES,
+    SETS,
+    SPACES,
+    ConfigGenerator,
+    LtsGpt2Lm1b,
+    LtsGpt2Space,
+    LtsGpt2Wt103,
+    read_set,
+    transformer_xl_counts,
+)
 
 
 @pytest.fixture(scope="module")
 def spaces(data_dir):
-    return {w: LtsGpt2Space(w, benchmark=data_dir / "lts" / "saved_logs" / SETS[w]) for w in SETS}
+    return {w: SPACES[w](benchmark=data_dir / "lts" / "saved_logs" / SETS[w]) for w in SETS}
 
 
 def summaries(data_dir, which):
@@ -23,7 +34,7 @@ def summaries(data_dir, which):
 
 def test_order_is_config_then_j_numerically(spaces):
     for space in spaces.values():
-        assert len(space) == 200 and space.family == "gpt"
+        assert len(space) == 200 and space.family == "gpt" and isinstance(space, SearchSpace)
         keys = [a.benchmark_id for a in space]
         assert keys[:3] == ["config_0_j0", "config_0_j1", "config_0_j2"]
         assert keys[10] == "config_1_j0" and keys[20] == "config_2_j0" and keys[100] == "config_10_j0"
@@ -41,6 +52,7 @@ def test_truth_is_the_summary(spaces, data_dir):
             assert not a.meta["missing_ppl"] and a.meta["train_elapsed"] == e["train_elapsed"]
     a = spaces["wt103"][0]
     assert a.spec["d_inner"] == [1071, 640, 1286, 800, 1871] and a.truth["valid_ppl"] == pytest.approx(45.02297, rel=1e-6)
+    assert spaces["wt103"].truth(0) == a.truth and a.meta["model_config"]["mem_len"] == 192
 
 
 def test_worked_check_config_0_j0(spaces):
@@ -61,7 +73,7 @@ def test_parameter_counts_of_all_400_architectures(spaces):
         assert spaces["wt103"].num_params(a) == a.meta["params"], a.benchmark_id
     for a in spaces["lm1b"]:
         ours, theirs = spaces["lm1b"].num_params(a), a.meta["params"]
-        assert transformer_xl_counts(a.spec) == theirs, a.benchmark_id
+        assert transformer_xl_counts(a.spec) == transformer_xl_counts(a.meta["model_config"]) == theirs, a.benchmark_id
         d, layers = a.spec["d_model"], a.spec["n_layer"]
         # the exact difference: learned positions, attention (r_net + LayerNorm vs biases), final LayerNorm
         assert ours["FFN"] == theirs["FFN"]
@@ -75,8 +87,8 @@ def test_parameter_counts_of_all_400_architectures(spaces):
 
 def test_every_benchmark_configuration_lies_in_the_choices(spaces):
     for which, space in spaces.items():
-        assert all(CHOICES[which].contains(a.spec) for a in space)
-        assert not CHOICES[which].contains({**space[0].spec, "n_layer": 17})
+        assert all(CHOICES[which].contains(a.meta["model_config"]) for a in space)
+        assert not CHOICES[which].contains({**space[0].meta["model_config"], "n_layer": 17})
 
 
 def test_generator_is_seeded_and_inside_the_choices():
@@ -84,15 +96,16 @@ def test_generator_is_seeded_and_inside_the_choices():
         a, b = ConfigGenerator(which, seed=3).take(5), ConfigGenerator(which, seed=3).take(5)
         assert a == b and a != ConfigGenerator(which, seed=4).take(5)
         assert all(CHOICES[which].contains(c) for c in a)
-    gen = LtsGpt2Space("wt103", benchmark="", generate=4, generator_seed=2)
+    gen = LtsGpt2Wt103(benchmark="", generate=4, generator_seed=2)
     assert len(gen) == 4 and gen[3].meta["name"] == "gen-2-3" and gen[3].truth == {}
+    assert gen[3].spec == gen.normalize(gen[3].meta["model_config"])
     with torch.device("meta"):
         model = LtsGpt2LMHeadModel(gen.config(gen[0]))
     assert parameter_counts(model)["total"] > 0
 
 
 def test_generated_ones_follow_the_benchmark(data_dir):
-    space = LtsGpt2Space("lm1b", benchmark=data_dir / "lts" / "saved_logs" / SETS["lm1b"], generate=2)
+    space = LtsGpt2Lm1b(benchmark=data_dir / "lts" / "saved_logs" / SETS["lm1b"], generate=2)
     assert len(space) == 202 and space[200].benchmark_id is None and space[199].benchmark_id == "config_19_j9"
 
 
@@ -114,10 +127,12 @@ def test_entry_without_perplexity_is_kept_and_flagged(data_dir, tmp_path):
 def test_clear_errors(tmp_path, spaces):
     with pytest.raises(FileNotFoundError, match="neurips-lts"):
         read_set(tmp_path / "nowhere")
-    with pytest.raises(ValueError, match="unknown LTS set"):
-        LtsGpt2Space("wt2")
+    with pytest.raises(TypeError, match="LtsGpt2Wt103 or LtsGpt2Lm1b"):
+        LtsGpt2Space()
     with pytest.raises(ValueError, match="generate"):
-        LtsGpt2Space("wt103", generate=-1)
+        LtsGpt2Wt103(generate=-1)
+    with pytest.raises(ValueError, match="block_layout"):
+        LtsGpt2Wt103(block_layout="post")
     with pytest.raises(IndexError, match="arch=200 is out of range"):
         spaces["wt103"][200]
 
@@ -128,3 +143,22 @@ def test_build_is_seeded(spaces):
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     c = space.build(space[3], seed=2)
     assert not torch.equal(a.transformer.h[0].attn.qkv.weight, c.transformer.h[0].attn.qkv.weight)
+
+
+def test_normal_form_and_index_of(spaces):
+    wt, lm = spaces["wt103"], spaces["lm1b"]
+    a = wt[17]
+    short = {k: a.meta["model_config"][k] for k in ("n_layer", "d_model", "d_embed", "div_val", "n_head", "d_inner")}
+    assert wt.normalize(short) == a.spec and wt.index_of(short) == 17
+    assert a.spec["cutoffs"] == [19997, 39997, 50264] and a.spec["tie_projs"] == [False, True, True]
+    b = lm[5]
+    assert b.spec["d_embed"] == b.spec["d_model"] and b.spec["cutoffs"] == [50264] and b.spec["tgt_len"] == 32
+    assert lm.index_of({k: b.meta["model_config"][k] for k in ("n_layer", "d_model", "div_val", "n_head", "d_inner")}) == 5
+    with pytest.raises(KeyError, match="not in lts_gpt2_wt103"):
+        wt.index_of({**short, "d_inner": [600] * short["n_layer"]})
+    with pytest.raises(ValueError, match="n_head has"):
+        wt.normalize({**short, "n_head": [2]})
+    with pytest.raises(ValueError, match="mapping"):
+        wt.normalize([1, 2])
+    wt[17].spec["n_layer"] = 99  # a copy: the space is unchanged
+    assert wt[17].spec["n_layer"] == short["n_layer"]

@@ -38,12 +38,13 @@ space (:data:`CHOICES`); every benchmark configuration lies inside them.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ from tfnas.models.lts_gpt2 import (
     parameter_counts,
 )
 from tfnas.paths import default_data_dir
-from tfnas.spaces.base import Architecture, check_index
+from tfnas.spaces.base import Architecture, SearchSpace, check_index
 
 #: The two published sets: name -> folder under ``saved_logs``.
 SETS = {"wt103": "random_GPT2_wt103", "lm1b": "random_GPT2_lm1b"}
@@ -150,6 +151,29 @@ CHOICES: dict[str, Choices] = {
 }  # fmt: skip
 
 
+#: The fields of a normalised spec: what builds the decoder (sizes, tying, dropout, init).
+SPEC_FIELDS = (
+    "n_token", "tgt_len", "d_model", "d_embed", "n_layer", "n_head", "d_head", "d_inner", "div_val", "cutoffs",
+    "tie_weight", "tie_projs", "dropout", "dropatt", "pre_lnorm", "weight_init_std", "proj_init_std",
+)  # fmt: skip
+
+
+def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """An LTS ``model_config`` in the normalised form of :attr:`Architecture.spec`.
+
+    The decoder's configuration (:meth:`LtsGpt2Config.from_lts`) restricted
+    to :data:`SPEC_FIELDS`, with every default resolved: ``d_embed`` −1 →
+    ``d_model``, per-layer ``n_head`` / ``d_head`` / ``d_inner`` lists,
+    cleaned ``cutoffs`` and ``tie_projs`` (one per cluster). Two
+    configurations that build the same decoder have the same normal form.
+
+    Raises:
+        ValueError: a configuration the decoder cannot build (the message says why).
+    """
+    cfg = LtsGpt2Config.from_lts(config)
+    return {k: getattr(cfg, k) for k in SPEC_FIELDS}
+
+
 def default_set_dir(which: str) -> Path:
     """``<data_dir>/lts/saved_logs/random_GPT2_<which>``."""
     if which not in SETS:
@@ -180,10 +204,13 @@ def _read_set(folder: str) -> tuple[Architecture, ...]:
         raise FileNotFoundError(f"{root}: no config_*/j*/model_config.yaml; {DOWNLOAD_HINT}")
     archs = []
     for i, (_, key, path) in enumerate(sorted(found)):
-        spec = _load_yaml(path)
-        if not isinstance(spec, dict):
-            raise ValueError(f"{path}: expected a mapping, got {type(spec).__name__}")
-        LtsGpt2Config.from_lts(spec)  # a clear error now rather than at scoring time
+        raw = _load_yaml(path)
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping, got {type(raw).__name__}")
+        try:
+            spec = normalize_config(raw)
+        except ValueError as exc:  # a clear error now rather than at scoring time
+            raise ValueError(f"{path}: {exc}") from None
         entry = (ppl or {}).get(key) or {}
         truth: dict[str, float] = {}
         if entry.get("valid_ppl") is not None:
@@ -194,6 +221,7 @@ def _read_set(folder: str) -> tuple[Architecture, ...]:
                     truth[f"{split}_loss"] = math.log(value) if value > 0 else math.nan
         meta = {
             "key": key,
+            "model_config": raw,
             "missing_ppl": "valid_ppl" not in truth,
             "train_elapsed": entry.get("train_elapsed"),
             "params": {k: int(v) for k, v in ((params or {}).get(key) or {}).items()},
@@ -210,8 +238,9 @@ def read_set(folder: str | Path) -> list[Architecture]:
 
     Returns:
         One :class:`Architecture` per ``model_config.yaml``: ``benchmark_id``
-        ``config_<c>_j<j>``, ``spec`` the parsed YAML, ``truth`` and ``meta``
-        as in the module docstring. The objects are shared between calls:
+        ``config_<c>_j<j>``, ``spec`` its :func:`normalize_config` form,
+        ``truth`` and ``meta`` as in the module docstring (``meta["model_config"]``
+        the parsed YAML). The objects are shared between calls:
         do not mutate them.
 
     Raises:
@@ -266,20 +295,23 @@ def transformer_xl_counts(spec: Mapping[str, Any]) -> dict[str, int]:
     return {"AdaEmb": ada, "Attn": attn, "FFN": ffn, "nonembedding": nonemb, "total": ada + nonemb + softmax}
 
 
-class LtsGpt2Space:
+class LtsGpt2Space(SearchSpace):
     """One LTS GPT-2 set as a search space: benchmark architectures and/or generated ones, by index.
+
+    Use :class:`LtsGpt2Wt103` or :class:`LtsGpt2Lm1b` (``space=lts_gpt2_wt103``
+    / ``space=lts_gpt2_lm1b``); they differ in their data folder, name and
+    the generator's choices.
 
     - ``benchmark`` a set folder: its architectures (:func:`read_set`), then
       ``generate`` random configurations appended after them.
     - ``benchmark=None`` (or ``""``) and ``generate=N > 0``: only the N generated ones.
-    - ``benchmark=None`` and ``generate=0``: the data folder's set ``which``.
+    - ``benchmark=None`` and ``generate=0``: the data folder's set.
 
     Generated architecture ``j`` is configuration ``j`` of
     ``ConfigGenerator(which, generator_seed)``: ``benchmark_id`` None, empty
-    ``truth``, ``meta["name"] = "gen-<seed>-<j>"``.
+    ``truth``, ``meta["name"] = "gen-<seed>-<j>"`` and its ``model_config``.
 
     Args:
-        which: ``"wt103"`` or ``"lm1b"``: names the space and picks the generator's choices.
         benchmark: the set folder (see above).
         generate: number of generated configurations.
         generator_seed: seed of the generator.
@@ -287,37 +319,35 @@ class LtsGpt2Space:
             (:data:`tfnas.models.lts_gpt2.BLOCK_LAYOUTS`; ``"gpt2"`` is what LTS trained).
 
     Raises:
-        ValueError: an unknown set or layout, or a negative ``generate``.
+        ValueError: an unknown layout, or a negative ``generate``.
     """
 
-    family = "gpt"
-    metric_space = "gpt"
+    name: ClassVar[str] = "lts_gpt2"
+    family: ClassVar[str] = "gpt"
+    metric_space: ClassVar[str] = "gpt"  # the former name of `family`
+    which: ClassVar[str] = ""
 
     def __init__(
         self,
-        which: str = "wt103",
         benchmark: str | Path | None = None,
         generate: int = 0,
         generator_seed: int = 0,
         block_layout: str = "gpt2",
     ):
-        if which not in SETS:
-            raise ValueError(f"unknown LTS set {which!r}; expected one of {list(SETS)}")
+        if self.which not in SETS:
+            raise TypeError("use LtsGpt2Wt103 or LtsGpt2Lm1b (the set decides the data and the choices)")
         if isinstance(generate, bool) or not isinstance(generate, int) or generate < 0:
             raise ValueError(f"generate must be an int >= 0, got {generate!r}")
         LtsGpt2Config(block_layout=block_layout)  # validates the layout name
-        self.which = which
-        self.name = f"lts_gpt2_{which}"
         self.block_layout = block_layout
         if benchmark is None and generate == 0:
-            benchmark = default_set_dir(which)
+            benchmark = default_set_dir(self.which)
         self.benchmark = None if benchmark in (None, "") else str(Path(benchmark).resolve())
         archs = read_set(self.benchmark) if self.benchmark else []
         start = len(archs)
-        archs = archs + [
-            Architecture(index=start + j, benchmark_id=None, spec=spec, meta={"name": f"gen-{generator_seed}-{j}"})
-            for j, spec in enumerate(ConfigGenerator(which, generator_seed).take(generate))
-        ]
+        for j, raw in enumerate(ConfigGenerator(self.which, generator_seed).take(generate)):
+            meta = {"name": f"gen-{generator_seed}-{j}", "model_config": raw}
+            archs.append(Architecture(index=start + j, benchmark_id=None, spec=normalize_config(raw), meta=meta))
         self._archs = archs
 
     def __len__(self) -> int:
@@ -325,7 +355,22 @@ class LtsGpt2Space:
 
     def __getitem__(self, index: int) -> Architecture:
         check_index(index, len(self), f"{self.name} ({len(self)} architectures)")
-        return self._archs[index]
+        a = self._archs[index]
+        return Architecture(a.index, a.benchmark_id, copy.deepcopy(a.spec), dict(a.truth), copy.deepcopy(a.meta))
+
+    def normalize(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """``spec`` in normal form (:func:`normalize_config`), the set's fixed fields filled in where it has none.
+
+        So ``{"n_layer": 2, "d_model": 64, "d_embed": 128, "div_val": 4,
+        "n_head": [2, 8], "d_inner": [900, 1500]}`` names a WikiText-103
+        architecture with the set's vocabulary, cutoffs, tying and positions.
+
+        Raises:
+            ValueError: ``spec`` is not a mapping or cannot be built.
+        """
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"an LTS GPT-2 architecture is a mapping of model_config fields, got {type(spec).__name__}")
+        return normalize_config({**CHOICES[self.which].fixed, **spec})
 
     def config(self, arch: Architecture, **overrides: Any) -> LtsGpt2Config:
         """The decoder configuration of ``arch`` (``overrides`` replace its fields, e.g. ``dropout=0``)."""
@@ -345,3 +390,21 @@ class LtsGpt2Space:
         """Parameters of ``arch``'s decoder by part (:func:`~tfnas.models.lts_gpt2.parameter_counts`), on the meta device."""
         with torch.device("meta"):
             return parameter_counts(LtsGpt2LMHeadModel(self.config(arch)))
+
+
+class LtsGpt2Wt103(LtsGpt2Space):
+    """The 200 GPT-2 architectures LTS trained on WikiText-103 (``space=lts_gpt2_wt103``)."""
+
+    name: ClassVar[str] = "lts_gpt2_wt103"
+    which: ClassVar[str] = "wt103"
+
+
+class LtsGpt2Lm1b(LtsGpt2Space):
+    """The 200 GPT-2 architectures LTS trained on LM1B (``space=lts_gpt2_lm1b``)."""
+
+    name: ClassVar[str] = "lts_gpt2_lm1b"
+    which: ClassVar[str] = "lm1b"
+
+
+#: Set name -> its space class.
+SPACES: dict[str, type[LtsGpt2Space]] = {"wt103": LtsGpt2Wt103, "lm1b": LtsGpt2Lm1b}
