@@ -47,11 +47,12 @@ Passes (``served_by`` lets one run serve several):
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from tfnas.scoring.api import ScoringContext, UndefinedScore, register
 from tfnas.scoring.scores import logdet
@@ -181,6 +182,36 @@ def _pow2_scale(out: Tensor) -> int:
         )
     peak = float(out.detach().abs().max()) if out.numel() else 0.0
     return max(0, math.frexp(peak)[1]) if peak > 0 else 0
+
+
+class _Affine(nn.Module):
+    """LayerNorm without the normalisation: x ⊙ w + b (SynFlow's copy; see :func:`synflow_copy`)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(weight), nn.Parameter(bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.weight + self.bias
+
+
+def synflow_copy(model: nn.Module) -> nn.Module:
+    """A float64 eval copy of a transformer with |θ| for every parameter and each LayerNorm replaced by its affine part.
+
+    LayerNorm of SynFlow's constant input gives 0 (and would zero every
+    score), so, as Abdelfattah et al. 2021 run SynFlow without batch norm,
+    each LayerNorm becomes |γ| x + |β| (the identity at initialisation). The
+    parameters do not require grad; the caller marks the ones it scores.
+    """
+    twin = copy.deepcopy(model).to(torch.float64).eval()
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.requires_grad_(False).abs_()
+    for parent in list(twin.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, nn.LayerNorm):
+                setattr(parent, child_name, _Affine(child.weight.detach().clone(), child.bias.detach().clone()))
+    return twin
 
 
 def fisher_terms(act: Tensor, grad: Tensor, channel_dim: int) -> Tensor:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from tfnas.scoring import bert, rnn  # noqa: F401  (the built-in model families: importing registers them)
+from tfnas.scoring import bert, gpt, rnn  # noqa: F401  (the built-in model families: importing registers them)
 from tfnas.scoring.api import METRICS, Metric, families
 
 __all__ = ["Metric", "available", "families", "get"]

@@ -3,6 +3,8 @@
 * :func:`covariance_score` — NASWOT v1's score of a correlation matrix
   (Mellor et al. 2021, v1 eq. 2): ``S = −Σ_i [ln(λ_i + k) + 1/(λ_i + k)]``.
 * :func:`cosine_score` — the paper's cosine variant (Serianni & Kalita 2023).
+* :func:`layer_covariances` — the paper's hidden covariance, S of each
+  layer's states (Serianni & Kalita 2023, §3.1), for any family.
 * :func:`logdet` — ``log|det K|`` (NASWOT v2 / activation distance).
 * :class:`NaswotKernel` — NASWOT's kernel K of binary activation codes
   (Mellor et al. 2021), accumulated over calls.
@@ -12,6 +14,8 @@ NaN with the reason) when the value does not exist.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -136,6 +140,53 @@ def covariance_score(m: torch.Tensor | np.ndarray, k: float = COVARIANCE_K) -> f
         log_sum = torch.log(lam + k).sum()
         inv_sum = (1.0 / (lam + k)).sum()
     return float(-(log_sum + inv_sum))
+
+
+def layer_covariances(
+    states: Sequence[torch.Tensor], prefix: str, max_layers: int | None = None, summaries: bool = False
+) -> dict[str, float | UndefinedScore]:
+    """The hidden covariance of each layer: ``{f"{prefix}_l{i}": S(H_i)}`` (Serianni & Kalita 2023, §3.1).
+
+    H_i = layer i's states arranged [features, observations] (rows are the
+    hidden units; every other axis, e.g. time steps and samples, gives the
+    observations). A layer whose states are exactly zero, have a constant
+    unit or overflow gets an :class:`UndefinedScore` with the reason; the
+    other layers keep their scores.
+
+    Args:
+        states: one tensor per layer, [..., features].
+        prefix: the score names' stem (``hidden_covariance``).
+        max_layers: the family's deepest model: layers past this model's depth
+            up to it are undefined ("the model has n layers"), so every model
+            of a family has the same score names.
+        summaries: also ``{prefix}_last`` (the last layer's score) and
+            ``{prefix}_mean`` (the mean of the defined layer scores), which
+            compare models of different depths.
+
+    Returns:
+        Score name -> its value or the reason it is undefined.
+    """
+    scores: dict[str, float | UndefinedScore] = {}
+    for i, h in enumerate(states, start=1):
+        flat = h.reshape(-1, h.shape[-1]).t()
+        try:
+            if not torch.any(flat):
+                raise UndefinedScore(f"layer {i} hidden state is exactly zero everywhere: correlation undefined")
+            scores[f"{prefix}_l{i}"] = covariance_score(flat)
+        except UndefinedScore as exc:
+            if "non-finite" in exc.reason:  # say where: the states blew up in the forward
+                exc = UndefinedScore(f"layer {i} hidden state overflows float32 in the forward ({exc.reason})")
+            scores[f"{prefix}_l{i}"] = exc
+    per_layer = list(scores.values())
+    for i in range(len(states) + 1, (max_layers or 0) + 1):
+        scores[f"{prefix}_l{i}"] = UndefinedScore(f"the model has {len(states)} layers")
+    if summaries:
+        defined = [v for v in per_layer if not isinstance(v, UndefinedScore)]
+        scores[f"{prefix}_last"] = per_layer[-1] if per_layer else UndefinedScore("the model has no layer")
+        scores[f"{prefix}_mean"] = (
+            sum(defined) / len(defined) if defined else UndefinedScore("no layer has a defined hidden covariance")
+        )
+    return scores
 
 
 def cosine_score(m: torch.Tensor | np.ndarray) -> float:

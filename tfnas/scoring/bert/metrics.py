@@ -18,7 +18,10 @@ import torch
 
 from tfnas.scoring.api import ScoringContext, UndefinedScore, register
 from tfnas.scoring.bert.passes import BertGradOutputs
-from tfnas.scoring.scores import cosine_score, covariance_score
+from tfnas.scoring.scores import cosine_score, covariance_score, layer_covariances
+
+#: The benchmark's deepest encoder: the per-layer hidden covariance scores are named up to it.
+MAX_LAYERS = 4
 
 
 def _grad(ctx: ScoringContext) -> BertGradOutputs:
@@ -142,3 +145,18 @@ def head_softmax_confidence(ctx: ScoringContext) -> dict[str, float]:
     transform [B, heads, S, d] of the mean of the max over the head axis (as the paper did).
     DSC's kernel softmax does not count. Normalized: / number of softmaxes."""
     return _with_normalized("head_softmax_confidence", list(_grad(ctx).softmax_confidence), "softmax outputs")
+
+
+@register(
+    "hidden_covariance",
+    "bert",
+    needs={"grad": {"hidden_states"}},
+    outputs=[f"hidden_covariance_l{i}" for i in range(1, MAX_LAYERS + 1)]
+    + ["hidden_covariance_last", "hidden_covariance_mean"],
+)
+def hidden_covariance(ctx: ScoringContext) -> dict[str, float]:
+    """The paper's RNN metric on each encoder layer: S(H_l), H_l = layer l's output [H, real tokens]
+    (rows are hidden units, the batch's real tokens the observations; Serianni & Kalita 2023, §3.1,
+    which measured it on RNNs only). ``_last``: the last layer's; ``_mean``: the mean over layers.
+    A 2-layer encoder's l3 and l4 are undefined."""
+    return layer_covariances(_grad(ctx).hidden_states, "hidden_covariance", MAX_LAYERS, summaries=True)

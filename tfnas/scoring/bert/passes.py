@@ -73,6 +73,8 @@ class BertGradOutputs:
         position_grad: ∂ of the position-embedding weight [max_positions, E].
         names: ``{"confidence": [...], "softmax_confidence": [...]}``, the module
             of each entry of those lists, in the order the forward reached them.
+        hidden_states: each layer's output at the real tokens [tokens, H]
+            (capture ``"hidden_states"``); None unless asked.
     """
 
     mixing: list[WeightGrad]
@@ -83,6 +85,7 @@ class BertGradOutputs:
     softmax_confidence: list[float]
     position_grad: torch.Tensor
     names: dict[str, list[str]] = field(default_factory=dict)
+    hidden_states: list[torch.Tensor] | None = None
 
 
 def _linears(block: nn.Module) -> list[tuple[str, nn.Linear]]:
@@ -113,13 +116,14 @@ def confidence_linears(block: nn.Module) -> list[tuple[str, nn.Linear]]:
     return [(n, getattr(block, n)) for n in _CONFIDENCE[block.operation_type] if getattr(block, n, None) is not None]
 
 
-def collect(model: nn.Module, batch: dict, paper_compat: bool = False) -> BertGradOutputs:
+def collect(model: nn.Module, batch: dict, paper_compat: bool = False, hidden_states: bool = False) -> BertGradOutputs:
     """Run the forward and the backward of Σ o once and gather the metrics' inputs.
 
     Args:
         model: a :class:`~tfnas.models.flexibert.FlexiBertModel` (its grads are cleared first and after).
         batch: ``input_ids`` [B, S], optionally ``attention_mask`` and ``token_type_ids`` [B, S].
         paper_compat: pass no attention mask, and use the paper's head-importance rule.
+        hidden_states: also keep each layer's output at the real tokens (``attention_mask`` 1).
 
     Returns:
         The :class:`BertGradOutputs`.
@@ -179,7 +183,8 @@ def collect(model: nn.Module, batch: dict, paper_compat: bool = False) -> BertGr
         if not paper_compat and batch.get("attention_mask") is not None:
             inputs["attention_mask"] = batch["attention_mask"].to(device)
         model.zero_grad(set_to_none=True)
-        out = model(**inputs).last_hidden_state
+        result = model(**inputs, output_hidden_states=hidden_states)
+        out = result.last_hidden_state
         out.backward(torch.ones_like(out))
     finally:
         for h in handles:
@@ -203,6 +208,11 @@ def collect(model: nn.Module, batch: dict, paper_compat: bool = False) -> BertGr
     if pos.grad is None:
         raise RuntimeError("the position-embedding weight received no gradient")
     position_grad = pos.grad.detach()
+    states = None
+    if hidden_states:
+        real = batch.get("attention_mask")
+        real = None if real is None else real.to(device).bool()
+        states = [h.detach() if real is None else h.detach()[real] for h in result.hidden_states[1:]]
     # The tensors above are kept by reference; the model itself is left without grads.
     model.zero_grad(set_to_none=True)
     return BertGradOutputs(
@@ -214,10 +224,11 @@ def collect(model: nn.Module, batch: dict, paper_compat: bool = False) -> BertGr
         [v.item() for _, v in softmax_conf],
         position_grad,
         {"confidence": [n for n, _ in confidence], "softmax_confidence": [n for n, _ in softmax_conf]},
+        states,
     )
 
 
-@register_pass("bert", "grad")
+@register_pass("bert", "grad", captures=("hidden_states",))
 def grad_pass(ctx: ScoringContext) -> BertGradOutputs:
     """Engine pass ``("bert", "grad")``: :func:`collect` on the context's model and batch."""
-    return collect(ctx.model, ctx.batch, ctx.paper_compat)
+    return collect(ctx.model, ctx.batch, ctx.paper_compat, hidden_states=ctx.wants("hidden_states"))

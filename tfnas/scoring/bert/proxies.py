@@ -15,8 +15,6 @@ forward sees masked tokens).
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -35,6 +33,7 @@ from tfnas.scoring.proxies import (
     log_positive,
     register_proxies,
     seeded_generator,
+    synflow_copy,
     synflow_log_score,
 )
 from tfnas.scoring.scores import NaswotKernel
@@ -173,30 +172,6 @@ def bert_codes_pass(ctx: ScoringContext) -> CodesOutputs:
     return CodesOutputs(codes.kernel, codes.bits)
 
 
-class _Affine(nn.Module):
-    """LayerNorm without the normalisation: x ⊙ w + b (SynFlow's copy; see :func:`bert_synflow_pass`)."""
-
-    def __init__(self, weight: Tensor, bias: Tensor):
-        super().__init__()
-        self.weight, self.bias = nn.Parameter(weight), nn.Parameter(bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * self.weight + self.bias
-
-
-def _synflow_copy(model: nn.Module) -> nn.Module:
-    """A float64 copy with |θ| for every parameter and each LayerNorm replaced by its affine part."""
-    twin = copy.deepcopy(model).to(torch.float64).eval()
-    with torch.no_grad():
-        for p in twin.parameters():
-            p.requires_grad_(False).abs_()
-    for parent in list(twin.modules()):
-        for child_name, child in list(parent.named_children()):
-            if isinstance(child, nn.LayerNorm):
-                setattr(parent, child_name, _Affine(child.weight.detach().clone(), child.bias.detach().clone()))
-    return twin
-
-
 @register_pass("bert", "proxy_synflow")
 def bert_synflow_pass(ctx: ScoringContext) -> SynflowOutputs:
     """SynFlow (Tanaka et al. 2020), data-free, on the encoder.
@@ -212,7 +187,7 @@ def bert_synflow_pass(ctx: ScoringContext) -> SynflowOutputs:
     """
     encoder_layers(ctx.model)
     ids, _, _ = _inputs(ctx)
-    twin = _synflow_copy(ctx.model)
+    twin = synflow_copy(ctx.model)
     theta = [w.requires_grad_(True) for _, w in proxy_weights(twin)]
     ones = torch.ones(1, ids.shape[1], twin.config.hidden_size, dtype=torch.float64, device=ids.device)
     return synflow_log_score(twin.encode(ones, None).last_hidden_state, theta)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from tfnas.models.awd_lm import count_parameters
 from tfnas.scoring.api import ScoringContext, UndefinedScore, register
-from tfnas.scoring.scores import NaswotKernel, cosine_score, covariance_score, logdet
+from tfnas.scoring.scores import NaswotKernel, cosine_score, covariance_score, layer_covariances, logdet
 
 LAYERS = 3  # the benchmark's depth; the family's outputs are named per layer
 
@@ -45,20 +45,7 @@ def hidden_covariance(ctx: ScoringContext) -> dict[str, float]:
     unit that never varies, gets NaN with the reason; the other layers keep
     their scores.
     """
-    out = ctx.get("forward")
-    scores: dict[str, float | UndefinedScore] = {}
-    for i, h in enumerate(out.states):
-        flat = h.reshape(-1, h.shape[-1]).t()
-        name = f"hidden_covariance_l{i + 1}"
-        try:
-            if not torch.any(flat):
-                raise UndefinedScore(f"layer {i + 1} hidden state is exactly zero at every step: correlation undefined")
-            scores[name] = covariance_score(flat)
-        except UndefinedScore as exc:
-            if "non-finite" in exc.reason:  # say where: the cell's states blew up in the forward
-                exc = UndefinedScore(f"layer {i + 1} hidden state overflows float32 in the forward ({exc.reason})")
-            scores[name] = exc
-    return scores
+    return layer_covariances(ctx.get("forward").states, "hidden_covariance")
 
 
 @register("activation_distance", "rnn", needs={"forward": {"activation_codes"}})

@@ -1,0 +1,179 @@
+"""The zero-cost proxy passes on LTS GPT-2 decoders (:mod:`tfnas.scoring.proxies` defines the proxies).
+
+x, the input of a proxy, is the embedding output (tokens + positions)
+[B, S, D]. The loss is the decoder's own language-model loss: the mean
+next-token negative log-likelihood through its tied adaptive softmax over the
+B·(S−1) predicted tokens of the scoring batch.
+
+Proxy weights θ: every parameter with two or more dimensions: the adaptive
+embedding's tables and projections, the position table, every linear weight
+of the blocks, and the softmax's cluster weights and untied projections (and
+its tables when untied); not biases or LayerNorm parameters. Fisher's linear
+ops are the blocks' linears (``qkv``, attention ``proj``, ``fc``, MLP
+``proj``). NASWOT's units are the MLP activations.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from tfnas.scoring.api import ScoringContext, UndefinedScore, register_pass
+from tfnas.scoring.gpt.passes import decoder, input_ids
+from tfnas.scoring.proxies import (
+    ZEN_GAMMA,
+    CodesOutputs,
+    LossOutputs,
+    SynflowOutputs,
+    ZenOutputs,
+    fisher_terms,
+    hessian_grad,
+    log_positive,
+    register_proxies,
+    seeded_generator,
+    synflow_copy,
+    synflow_log_score,
+)
+from tfnas.scoring.scores import NaswotKernel
+
+
+def proxy_weights(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of every parameter of two or more dimensions, in registration order (tied ones once)."""
+    return [(n, p) for n, p in decoder(model).named_parameters() if p.dim() >= 2]
+
+
+def _loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
+    model = decoder(ctx.model)
+    ids = input_ids(ctx)
+    if ids.shape[1] < 2:
+        raise UndefinedScore("the scoring batch has sequences of one token: nothing to predict")
+    named = proxy_weights(model)
+    theta = [w for _, w in named]
+    want_fisher = ctx.wants("fisher")
+    acts: list[tuple[str, Tensor]] = []
+    handles = []
+    if want_fisher:
+        for name, mod in model.transformer.h.named_modules():
+            if isinstance(mod, nn.Linear):
+                handles.append(mod.register_forward_hook(lambda m, i, o, name=name: acts.append((f"h.{name}", o))))
+    try:
+        hidden = model.transformer(ids)["last_hidden_state"]
+    finally:
+        for h in handles:
+            h.remove()
+    loss = model.nll(hidden[:, :-1], ids[:, 1:]).mean()
+    act_tensors = [a for _, a in acts]
+    grads = torch.autograd.grad(loss, [*theta, *act_tensors], create_graph=hvp, allow_unused=True)
+    g_theta = [torch.zeros_like(t) if g is None else g for t, g in zip(theta, grads[: len(theta)])]
+    fisher = None
+    if want_fisher:
+        fisher = [(name, fisher_terms(a, torch.zeros_like(a) if g is None else g.detach(), 2))
+                  for (name, a), g in zip(acts, grads[len(theta):])]  # fmt: skip
+    hg = hessian_grad(theta, g_theta) if hvp else None
+    return LossOutputs(float(loss.detach()), [n for n, _ in named], [t.detach() for t in theta],
+                       [g.detach() for g in g_theta], hg, fisher)  # fmt: skip
+
+
+@register_pass("gpt", "proxy_loss", served_by=("proxy_loss_hvp",), captures=("fisher",))
+def gpt_loss_pass(ctx: ScoringContext) -> LossOutputs:
+    """Next-token loss forward and one backward (module docstring for L and θ).
+
+    Raises:
+        TypeError: not an LTS GPT-2 decoder.
+        ValueError: no ``input_ids``.
+        UndefinedScore: sequences of one token.
+    """
+    return _loss(ctx, hvp=False)
+
+
+@register_pass("gpt", "proxy_loss_hvp", captures=("fisher",))
+def gpt_loss_hvp_pass(ctx: ScoringContext) -> LossOutputs:
+    """``proxy_loss`` with a create_graph backward and GraSP's Hessian-gradient product."""
+    return _loss(ctx, hvp=True)
+
+
+@register_pass("gpt", "proxy_codes")
+def gpt_codes_pass(ctx: ScoringContext) -> CodesOutputs:
+    """NASWOT codes of every block's MLP activation on the scoring batch (no grad).
+
+    Samples are the B sequences; a sequence's code is 1[z > 0] (⇔ GELU(z) > 0)
+    of every unit of every block's MLP at every position: Σ_blocks S·F bits.
+    """
+    model = decoder(ctx.model)
+    ids = input_ids(ctx)
+    codes = NaswotKernel()
+
+    def hook(m, i, o):
+        codes.add((o > 0).reshape(o.shape[0], -1))
+
+    handles = [block.mlp.act.register_forward_hook(hook) for block in model.transformer.h]
+    try:
+        with torch.no_grad():
+            model.transformer(ids)
+    finally:
+        for h in handles:
+            h.remove()
+    if codes.kernel is None:
+        raise UndefinedScore("naswot: the decoder has no block")
+    return CodesOutputs(codes.kernel, codes.bits)
+
+
+@register_pass("gpt", "proxy_synflow")
+def gpt_synflow_pass(ctx: ScoringContext) -> SynflowOutputs:
+    """SynFlow (Tanaka et al. 2020), data-free, on the decoder.
+
+    θ → |θ| in float64 on a copy whose LayerNorms are their affine part
+    (:func:`~tfnas.scoring.proxies.synflow_copy`); input x = ones [1, S, D] at
+    the embedding output (S = the scoring batch's length), the causal mask on;
+    R = Σ of the decoder's output after the final LayerNorm (as NAS-Bench-BERT's
+    ``last_hidden_state``). Score ln Σ_θ |θ ⊙ ∂R/∂θ| over the proxy weights;
+    the embedding tables and the softmax lie off the path from x to R and add nothing.
+    """
+    ids = input_ids(ctx)
+    twin = synflow_copy(decoder(ctx.model))
+    theta = [w.requires_grad_(True) for _, w in proxy_weights(twin)]
+    ones = torch.ones(1, ids.shape[1], twin.config.d_model, dtype=torch.float64, device=ids.device)
+    return synflow_log_score(twin.transformer.decode(ones)["last_hidden_state"], theta)
+
+
+@register_pass("gpt", "proxy_zen")
+def gpt_zen_pass(ctx: ScoringContext) -> ZenOutputs:
+    """Zen-score's forwards (Lin et al. 2021): x, ε ~ N(0, 1) [B, S, D] at the embedding output.
+
+    f = the decoder's output after the final LayerNorm; Δ = mean over
+    samples of Σ_{s,d} |f(x) − f(x + 0.01 ε)|; the batch-norm term becomes
+    Σ over every LayerNorm (each block's two and the final one) of ln √(mean
+    over tokens of the variance of its input over features), measured in the
+    forward of f(x), as for NAS-Bench-BERT.
+    """
+    model = decoder(ctx.model)
+    ids = input_ids(ctx)
+    dtype = next(model.parameters()).dtype
+    g = seeded_generator(ctx.seed)
+    shape = (ids.shape[0], ids.shape[1], model.config.d_model)
+    x = torch.randn(shape, generator=g).to(ids.device, dtype)
+    eps = torch.randn(shape, generator=g).to(ids.device, dtype)
+    variances: list[Tensor] = []
+    recording = [True]
+
+    def pre_hook(m, inputs):
+        if recording[0]:
+            variances.append(inputs[0].detach().double().var(dim=-1, unbiased=False).mean())
+
+    body = model.transformer
+    handles = [m.register_forward_pre_hook(pre_hook) for m in body.modules() if isinstance(m, nn.LayerNorm)]
+    try:
+        with torch.no_grad():
+            f0 = body.decode(x)["last_hidden_state"].double()
+            recording[0] = False
+            f1 = body.decode(x + ZEN_GAMMA * eps)["last_hidden_state"].double()
+    finally:
+        for h in handles:
+            h.remove()
+    delta = (f0 - f1).abs().sum(dim=(1, 2)).mean()
+    log_scale = sum(0.5 * log_positive(v, "zen", "a LayerNorm input has zero variance (log undefined)")
+                    for v in variances)  # fmt: skip
+    return ZenOutputs(log_positive(delta, "zen", "f(x) = f(x + γε) exactly (Δ = 0, log undefined)"), float(log_scale))
+
+
+register_proxies("gpt")
