@@ -1,6 +1,7 @@
 """Causal-LM training of the decoders: LTS's ordered windows and rolls, its schedule, a short Lightning run."""
 
 import math
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -92,3 +93,34 @@ def test_checkpoint_state_round_trip():
         b.on_load_checkpoint({})
     with pytest.raises(ValueError, match="optimizer"):
         CausalLMSystem(tiny_model(), optimizer="sgd")
+
+
+def test_train_py_trains_a_decoder_writes_its_record_and_skips_it_next_time(data_dir, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    import tfnas.hydra_support  # noqa: F401  (resolvers)
+    from tfnas import results
+    from tfnas.tasks import train as train_task
+
+    overrides = [
+        "experiment=quick_gpt", f"paths.data_dir={data_dir}", f"paths.results_dir={tmp_path / 'results'}",
+        f"paths.log_dir={tmp_path / 'logs'}", "causal_lm.data.batch_size=4", "causal_lm.data.tgt_len=16",
+        "causal_lm.data.eval_batch_size=4", "causal_lm.data.eval_tgt_len=16", "causal_lm.optim.max_steps=6",
+        "causal_lm.optim.warmup_steps=2", "causal_lm.trainer.val_check_interval=4", "causal_lm.trainer.limit_val_batches=2",
+        "causal_lm.checkpoint_every_n_steps=3", "causal_lm.data.train_path=" + str(data_dir / "ptb" / "ptb.valid.txt"),
+        "metrics.names=[num_params,head_confidence]", "data.batch_size=2", "data.seq_len=16", "logger=none", "threads=1",
+    ]  # fmt: skip
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    out = train_task.train(cfg)
+    assert out["ok"] == 1, out
+    rec = results.load(out["record"])
+    assert rec["space"] == "lts_gpt2_wt103" and rec["arch"] == 93 and rec["source"] == "train"
+    t = rec["truth"]
+    assert t["status"] == "OK" and t["steps"] == 6 and t["valid_ppl"] == pytest.approx(math.exp(t["valid_loss"]))
+    assert rec["extra"]["curves"]["step"] == [4, 6]  # every 4 steps, and the trained model at the end
+    assert rec["extra"]["initial"]["valid_loss"] > t["valid_loss"]
+    assert rec["scores"]["num_params"] == 3748692 and math.isfinite(rec["scores"]["head_confidence"])
+    assert rec["extra"]["benchmark_truth"]["valid_ppl"] == pytest.approx(74.3, abs=0.05)
+    assert rec["settings"]["data"]["tokenizer"] == "gpt2"
+    assert train_task.train(cfg)["skipped"] == 1

@@ -40,7 +40,9 @@ from torch import Tensor
 
 from tfnas.data.causal_datamodule import EVAL_SPLITS
 from tfnas.models.lts_gpt2 import LtsGpt2LMHeadModel
-from tfnas.systems.language_model import NAN_STATUS, TrainingDiverged, _ppl, _rng_state, _set_rng_state
+from tfnas.rng import rng_state, seed_all, set_rng_state
+from tfnas.systems.common import NAN_STATUS, TrainingDiverged
+from tfnas.systems.language_model import _ppl
 
 log = logging.getLogger("tfnas.train")
 
@@ -74,7 +76,7 @@ class CausalLMSystem(pl.LightningModule):
         warmup_steps: linear warmup length (LTS 1,000).
         max_steps: end of the cosine (LTS 40,000; set ``trainer.max_steps`` to the same).
         eta_min: the cosine's floor (LTS 0.001).
-        seed: seeds torch when a fresh run starts training.
+        seed: seeds Python, NumPy and torch when a fresh run starts training.
         eval_initial: evaluate the untrained model on valid and test first (step 0).
 
     Attributes:
@@ -137,13 +139,13 @@ class CausalLMSystem(pl.LightningModule):
 
     def on_train_start(self) -> None:
         if self._restored_rng is not None:  # resumed: continue the interrupted run's random stream
-            _set_rng_state(self._restored_rng)
+            set_rng_state(self._restored_rng)
             self._restored_rng = None
             return
         if self.eval_initial and not self.history and not self.initial:
             self.initial = self._evaluate_untrained()
             self._log_row(0, self.initial)
-        torch.manual_seed(self.seed)
+        seed_all(self.seed)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """Mean next-token NLL of the window.
@@ -235,7 +237,7 @@ class CausalLMSystem(pl.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["tfnas"] = {"history": list(self.history), "initial": dict(self.initial), "rng": _rng_state()}
+        checkpoint["tfnas"] = {"history": list(self.history), "initial": dict(self.initial), "rng": rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("tfnas")

@@ -43,6 +43,7 @@ from tfnas.tasks.runtime import to_container
 RESULT_TRAINER_KEYS: dict[str, tuple[str, ...]] = {
     "rnn": ("max_epochs", "max_steps", "limit_train_batches", "limit_val_batches", "precision"),
     "bert": ("precision", "gradient_clip_val", "accumulate_grad_batches"),
+    "gpt": ("max_steps", "limit_train_batches", "limit_val_batches", "precision", "gradient_clip_val"),
 }
 
 _warned_out_of_range = False

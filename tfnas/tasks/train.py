@@ -2,8 +2,8 @@
 
 One call trains architecture ``arch`` of the configured space with its
 benchmark's protocol, chosen by the space's model family (:data:`TRAINERS`):
-``rnn`` (NAS-Bench-NLP, this module) and ``bert`` (NAS-Bench-BERT,
-:mod:`tfnas.tasks.train_bert`). The job loop (:mod:`tfnas.tasks.loop`)
+``rnn`` (NAS-Bench-NLP, this module), ``bert`` (NAS-Bench-BERT,
+:mod:`tfnas.tasks.train_bert`) and ``gpt`` (LTS GPT-2, :mod:`tfnas.tasks.train_gpt`). The job loop (:mod:`tfnas.tasks.loop`)
 handles out-of-range indices, resume and saving, as for ``score.py``.
 
 NAS-Bench-NLP training writes one record (``source="train"``) in the
@@ -231,8 +231,16 @@ def _train_bert(cfg: DictConfig, space: Any) -> dict[str, Any]:
     return train_bert(cfg, space)
 
 
+def _train_gpt(cfg: DictConfig, space: Any) -> dict[str, Any]:
+    from tfnas.tasks.train_gpt import train_gpt
+
+    return train_gpt(cfg, space)
+
+
 #: Model family -> its ground-truth training (a new family adds one entry).
-TRAINERS: dict[str, Callable[[DictConfig, Any], dict[str, Any]]] = {"rnn": train_rnn, "bert": _train_bert}
+TRAINERS: dict[str, Callable[[DictConfig, Any], dict[str, Any]]] = {
+    "rnn": train_rnn, "bert": _train_bert, "gpt": _train_gpt,
+}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -253,6 +261,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if fn is None:
         raise NotImplementedError(
             f"ground-truth training is implemented for the model families {sorted(TRAINERS)} "
-            f"(space=nasbench_nlp, space=nasbench_bert); {space.name} (family {space.family!r}) is not supported yet"
+            f"(space=nasbench_nlp, nasbench_bert, lts_gpt2_wt103, lts_gpt2_lm1b); {space.name} (family {space.family!r}) is not supported yet"
         )
     return fn(cfg, space)
