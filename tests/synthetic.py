@@ -13,7 +13,10 @@
 - ``tokenizers/bert-base-uncased/vocab.txt``: a WordPiece vocabulary with
   BERT-uncased's special-token ids ([PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102,
   [MASK] 103) and the PTB words;
-- ``glue/RTE/{train,dev}.tsv``: a few sentence pairs.
+- ``glue/RTE/{train,dev}.tsv``: a few sentence pairs;
+- ``lts/saved_logs/random_GPT2_{wt103,lm1b}/``: :data:`LTS_CONFIGS` small
+  decoders per set drawn from the set's choices (``model_config.yaml``,
+  ``ppl_summary.yaml``, ``params_summary.yaml``).
 
 The values mean nothing: tests on it check plumbing (configs, the job loop,
 readers, records), never published figures. A new search space adds its
@@ -149,6 +152,29 @@ def write_glue_rte(folder: Path, rows: int = 8) -> None:
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
 
 
+#: Configurations per synthetic LTS set.
+LTS_CONFIGS = 2
+
+
+def write_lts(folder: Path) -> None:
+    """Two small decoders per LTS set (the set's fixed fields, depth 2, width 64), with made-up perplexities."""
+    import yaml
+
+    from tfnas.spaces.lts_gpt2 import CHOICES, SETS
+
+    for which, name in SETS.items():
+        root = folder / name
+        ppl = {}
+        for j in range(LTS_CONFIGS):
+            cfg = {**CHOICES[which].fixed, "n_layer": 2, "d_model": 128, "d_embed": CHOICES[which].d_embed[0],
+                   "div_val": 4, "n_head": [2, 4], "d_inner": [512 + j, 600]}
+            (root / "config_0" / f"j{j}").mkdir(parents=True, exist_ok=True)
+            (root / "config_0" / f"j{j}" / "model_config.yaml").write_text(yaml.safe_dump(cfg))
+            ppl[f"config_0_j{j}"] = {"valid_ppl": 50.0 + j, "test_ppl": 51.0 + j, "train_elapsed": 1.0}
+        (root / "ppl_summary.yaml").write_text(yaml.safe_dump(ppl))
+        (root / "params_summary.yaml").write_text(yaml.safe_dump({}))
+
+
 def make_data_dir(root: Path) -> Path:
     """Write the synthetic data folder under ``root`` (see the module docstring) and return ``root``."""
     ptb = root / "ptb"
@@ -160,4 +186,5 @@ def make_data_dir(root: Path) -> Path:
     write_bert(root / "nasbench_bert")
     write_vocab(root / "tokenizers" / "bert-base-uncased")
     write_glue_rte(root / "glue" / "RTE")
+    write_lts(root / "lts" / "saved_logs")
     return root

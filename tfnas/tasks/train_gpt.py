@@ -4,7 +4,7 @@ One architecture is trained as a causal language model with LTS's protocol
 (:mod:`tfnas.systems.causal_lm`, settings in the ``causal_lm`` config group)
 on the data of :mod:`tfnas.data.causal_datamodule` (PTB's three files by
 default, tokenized like the scoring text; WikiText-103 through ``datasets``
-with ``causal_lm.data.source=wikitext103``). The record (``source="train"``)
+with ``data.source=wikitext103``). The record (``source="train"``)
 holds the training-free scores of the untrained model (on the scoring batch
 ``batch_index``, as ``score.py`` computes them) and the ground truth
 ``truth = {valid_loss, valid_ppl, test_loss, test_ppl, train_loss, status,
@@ -40,24 +40,17 @@ log = logging.getLogger("tfnas.train")
 
 
 def make_datamodule(cfg: DictConfig, data: Any, tgt_len: int) -> CausalLMDataModule:
-    """The training data of ``cfg.causal_lm.data``, tokenized as the scoring text ``data``.
+    """The training data of ``cfg.causal_lm.data`` (its ``_target_``), tokenized as the scoring text ``data``.
 
     Args:
         cfg: the composed config.
-        data: the scoring text (:class:`~tfnas.data.causal_text.CausalTextScoringData`): its data
-            folder and tokenizer are reused.
+        data: the scoring text (:class:`~tfnas.data.causal_text.CausalTextScoringData`): its source,
+            data folder and tokenizer are reused.
         tgt_len: the architecture's ``tgt_len``, used where the config's window lengths are null.
     """
     d = cfg.causal_lm.data
-    text = data
-    if d.get("source") and d.source != data.source:
-        text = instantiate(cfg.data, source=d.source, _convert_="all")
-    return CausalLMDataModule(
-        text, train_path=d.get("train_path"), valid_path=d.get("valid_path"), test_path=d.get("test_path"),
-        batch_size=int(d.batch_size), tgt_len=int(d.tgt_len or tgt_len),
-        eval_batch_size=int(d.eval_batch_size), eval_tgt_len=int(d.eval_tgt_len or tgt_len),
-        roll=bool(d.roll), seed=int(cfg.seed),
-    )  # fmt: skip
+    return instantiate(d, text=data, tgt_len=int(d.tgt_len or tgt_len), eval_tgt_len=int(d.eval_tgt_len or tgt_len),
+                       seed=int(cfg.seed), _convert_="all")
 
 
 def gpt_train_settings(cfg: DictConfig, space: Any, data: Any) -> dict[str, Any]:
