@@ -14,6 +14,7 @@ architectures; NAS-Bench-BERT: GLUE over 500 architectures).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -27,6 +28,8 @@ BERT_TASKS: tuple[str, ...] = GLUE_TASK_KEYS
 DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
     "nasbench_nlp": ("test_loss",),
     "nasbench_bert": ("glue",) + BERT_TASKS,
+    "lts_gpt2_wt103": ("valid_ppl", "test_ppl"),
+    "lts_gpt2_lm1b": ("valid_ppl", "test_ppl"),
 }
 
 # Substrings that mark a target where lower values are better.
@@ -128,12 +131,26 @@ PUBLISHED: dict[tuple[str, str], dict[str, Published]] = {
     },
 }
 
+_LTS_NOTE = "LTS (Javaheripi et al. 2022), decoder parameters vs validation perplexity, the same 200 archs"
+# LTS reports ρ only; on LM1B its count is of the Transformer-XL layout of the same configurations.
+PUBLISHED[("lts_gpt2_wt103", "valid_ppl")] = {"num_params_nonembedding": Published(math.nan, 0.967, +1, _LTS_NOTE)}
+PUBLISHED[("lts_gpt2_lm1b", "valid_ppl")] = {"num_params_nonembedding": Published(math.nan, 0.986, +1, _LTS_NOTE)}
+
+#: Published Spearman ρ with the validation perplexity on the same architectures, per space: what a
+#: label-free metric there is set against (docs/PAPER.md): (what, ρ).
+REFERENCES: dict[str, tuple[tuple[str, float], ...]] = {
+    "lts_gpt2_wt103": (("non-embedding parameters (LTS, Javaheripi et al. 2022)", 0.967), ("LPZero (2024)", 0.980)),
+    "lts_gpt2_lm1b": (("non-embedding parameters (LTS, Javaheripi et al. 2022)", 0.986),),
+}
+
 #: The paper's headline metrics per space: its best metric (and, for
 #: NAS-Bench-BERT, the parameter-count baseline it compares with). The
 #: learned combination is set against each of them on its own architectures.
 HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
     "nasbench_nlp": ("hidden_covariance_l1",),
     "nasbench_bert": ("head_confidence", "num_params"),
+    "lts_gpt2_wt103": ("num_params_nonembedding",),
+    "lts_gpt2_lm1b": ("num_params_nonembedding",),
 }
 
 #: Best published τ on NAS-Bench-BERT since the paper (docs/PAPER.md): the bar to beat.

@@ -40,7 +40,14 @@ import pandas as pd
 
 from tfnas.analysis import ablation as ablation_view
 from tfnas.analysis import combine, plots, report
-from tfnas.analysis.conventions import DEFAULT_TARGETS, HEADLINE_METRICS, PUBLISHED, default_targets, quality_label
+from tfnas.analysis.conventions import (
+    DEFAULT_TARGETS,
+    HEADLINE_METRICS,
+    PUBLISHED,
+    REFERENCES,
+    default_targets,
+    quality_label,
+)
 from tfnas.analysis.exclude import exclusion_counts, exclusion_rows, truth_problem, usable_truth
 from tfnas.analysis.load import InputError, RecordSet, choose_setting, metric_names, settings_counts, truth_names, wide_table
 from tfnas.analysis.stats import MIN_CI_N, MIN_N, correlation_table, top_k_table
@@ -185,7 +192,9 @@ def analyze_space(records: RecordSet, space: str, config: dict[str, Any], out: P
     verdict = _combination_section(a)
     _ablation_section(a)
     subspace = None
-    if config["space_view"] is True or (config["space_view"] == "auto" and space == "nasbench_bert"):
+    if space.startswith("lts_gpt2") and config["space_view"] in (True, "auto"):
+        _gpt_space_view(a.outputs, config, space)
+    elif config["space_view"] is True or (config["space_view"] == "auto" and space == "nasbench_bert"):
         subspace = _space_view(a.outputs, config)
     _write_summary(a)
 
@@ -257,6 +266,7 @@ def _correlation_section(a: SpaceAnalysis) -> None:
             f"archs); the paper gives signs only where noted. Metric definitions: `{DOCS['metrics']}`.\n\n"
             + report.correlation_markdown(corr, a.space, primary, config["ci"]))
     rows = corr[corr["target"] == primary]
+    body += _references_paragraph(a.space, rows)
     too_few = rows[rows["kendall_tau"].isna()]
     if len(too_few):
         body += (f"\n\nNo correlation (fewer than {MIN_N} usable architectures, or constant values): "
@@ -276,6 +286,21 @@ def _correlation_section(a: SpaceAnalysis) -> None:
             o.figure("tau_bars", plots.tau_bars(corr, primary, PUBLISHED.get((a.space, primary)), config["ci"], a.title))
         if len(targets) > 1:
             o.figure("tau_heatmap", plots.tau_heatmap(corr, ordered, targets, a.title))
+
+
+def _references_paragraph(space: str, rows: pd.DataFrame) -> str:
+    """The published ρ on the same architectures (:data:`REFERENCES`) beside our best metric, when the space has them."""
+    refs = REFERENCES.get(space)
+    if not refs:
+        return ""
+    text = "\n\nReference figures on these architectures (Spearman ρ with the validation perplexity, published): " + \
+        "; ".join(f"{name} {rho:.3f}" for name, rho in refs) + "."
+    ranked = rows[rows["spearman_rho"].notna()]
+    if len(ranked):
+        best = ranked.loc[ranked["spearman_rho"].abs().idxmax()]
+        text += (f" Best label-free metric here: `{best['metric']}`, |ρ| = {abs(best['spearman_rho']):.3f} "
+                 f"over {int(best['n'])} architectures (best reference {max(r for _, r in refs):.3f}).")
+    return text
 
 
 def _search_section(a: SpaceAnalysis) -> list[str]:
@@ -402,6 +427,28 @@ def _write_summary(a: SpaceAnalysis) -> None:
         scalars = {f"tau/{r.target}/{r.metric}": r.kendall_tau for r in a.correlations.itertuples()}
         report.write_tensorboard(tb, {"summary": summary, **o.texts}, o.figures, scalars)
         o.files.append(tb)
+
+
+def _gpt_space_view(o: Outputs, config: dict[str, Any], space: str) -> None:
+    """The LTS GPT-2 design choices against valid_ppl, from the set folder (no scores needed)."""
+    from tfnas.analysis import space_gpt
+    from tfnas.spaces.lts_gpt2 import SETS
+
+    which = space[len("lts_gpt2_"):]
+    title = f"Search space ({space}): which design choices drive valid_ppl"
+    folder = Path(str(config["data_dir"])) / "lts" / "saved_logs" / SETS.get(which, "")
+    if which not in SETS or not folder.is_dir():
+        o.section(title, f"skipped: LTS set folder {folder} not found")
+        return
+    choices = space_gpt.choice_table(space_gpt.design_table(folder))
+    o.csv("space_choices.csv", choices)
+    numeric = choices[choices["kind"] == "numeric"].sort_values("spearman_rho", key=abs, ascending=False)
+    groups = choices[choices["kind"] == "group"]
+    body = ("Each design choice (one value per architecture) against the quality −valid_ppl of the benchmark's "
+            f"trained architectures, Kendall τ-b and Spearman ρ; then the median valid_ppl per value.\n\n"
+            + report.md_table(numeric[["choice", "n", "kendall_tau", "spearman_rho"]]) + "\n\n"
+            + report.md_table(groups[["choice", "value", "n", "median_ppl"]]))
+    o.section(title, body, "tables/search_space")
 
 
 def _space_view(o: Outputs, config: dict[str, Any]) -> dict[str, Any] | None:
