@@ -41,10 +41,11 @@ Strategies (:data:`STRATEGIES`):
   highest expected improvement (the top-k acquisition step of BANANAS,
   White et al. 2021).
 
-The fitted strategies model a transformed quality: its normal scores
-Φ⁻¹(rank / (k + 1)) over the k trained architectures, so one diverged
-training cannot dominate the fit; failed trainings (NaN quality) are charged
-and left out of the fit.
+Until three trainings have succeeded there is nothing to fit, and the fitted
+strategies go on down the warm-start metric's ranking. They model a
+transformed quality: its normal scores Φ⁻¹(rank / (k + 1)) over the k trained
+architectures, so one diverged training cannot dominate the fit; failed
+trainings (NaN quality) are charged and left out of the fit.
 """
 
 from __future__ import annotations
