@@ -191,18 +191,21 @@ def ego(
 
     The surrogate is a GP with a constant × Matérn-5/2 kernel plus white
     noise, hyperparameters by maximum likelihood (scikit-learn defaults,
-    no restarts), on normalised targets.
+    no restarts, each round starting from the previous round's optimum), on
+    normalised targets.
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
+    kernel = [ConstantKernel(1.0, (1e-2, 1e2)) * Matern(1.0, (1e-2, 1e2), nu=2.5) + WhiteKernel(0.5, (1e-3, 1e1))]
+
     def expected_improvement(x_fit: np.ndarray, y_fit: np.ndarray, x_cand: np.ndarray) -> np.ndarray:
-        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(1.0, (1e-2, 1e2), nu=2.5) + WhiteKernel(0.5, (1e-3, 1e1))
-        gp = GaussianProcessRegressor(kernel, normalize_y=True, random_state=0)
+        gp = GaussianProcessRegressor(kernel[0], normalize_y=True, random_state=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             gp.fit(x_fit, y_fit)
+        kernel[0] = gp.kernel_  # the next round's likelihood search starts from this round's optimum
         mu, sd = gp.predict(x_cand, return_std=True)
         sd = np.maximum(sd, 1e-9)
         z = (mu - y_fit.max() - xi) / sd
