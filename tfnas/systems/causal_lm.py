@@ -42,7 +42,7 @@ from tfnas.data.causal_datamodule import EVAL_SPLITS
 from tfnas.models.lts_gpt2 import LtsGpt2LMHeadModel
 from tfnas.rng import rng_state, seed_all, set_rng_state
 from tfnas.systems.common import NAN_STATUS, TrainingDiverged
-from tfnas.systems.language_model import _ppl
+from tfnas.systems.language_model import _batch_limit, _ppl
 
 log = logging.getLogger("tfnas.train")
 
@@ -210,9 +210,7 @@ class CausalLMSystem(pl.LightningModule):
         try:
             for split in EVAL_SPLITS:
                 loader = dm.eval_dataloader(split)
-                limit = self.trainer.limit_val_batches
-                limit = len(loader) if isinstance(limit, float) and limit >= 1.0 else (
-                    int(len(loader) * limit) if isinstance(limit, float) else min(len(loader), int(limit)))
+                limit = _batch_limit(self.trainer.limit_val_batches, len(loader))
                 s_tot, n_tot = 0.0, 0
                 for k, batch in enumerate(loader):
                     if k >= limit:
