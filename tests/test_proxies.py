@@ -24,7 +24,7 @@ from tfnas.models.flexibert import FlexiBertConfig, FlexiBertModel
 from tfnas.paths import REPO_ROOT
 from tfnas.scoring import engine
 from tfnas.scoring.registry import available
-from tfnas.scoring.rnn.proxies import rnn_params, run_rnn
+from tfnas.scoring.rnn.proxies import layer_parameters, run_layers_with
 from tfnas.spaces.nasbench_nlp.recipe import Recipe
 
 PROXIES = ["grad_norm", "snip", "grasp", "fisher", "synflow", "naswot", "zen"]
@@ -180,8 +180,16 @@ def test_rnn_evaluator_matches_model_on_every_example_recipe(data_dir):
         model = tiny_lm(recipe, nlayers=3)
         with torch.no_grad():
             e = model.encoder(x)
-            ours = run_rnn(model, rnn_params(model, lambda t: t), e)
-            torch.testing.assert_close(ours, model.run_layers(e)[1], rtol=1e-5, atol=1e-6, msg=f"recipe {i}")
+            # The proxies run the model's own cell on other tensors: with copies of its parameters,
+            # the same operations in the same order, so the same bits.
+            ours = run_layers_with(model, layer_parameters(model, lambda t: t.detach().clone()), e)
+            assert torch.equal(ours, model.run_layers(e)[1]), f"recipe {i}"
+            # SynFlow's float64 |θ| replaces every parameter: as a float64 copy of the model with |θ|.
+            twin = tiny_lm(recipe, nlayers=3).double()  # the same seeded draws
+            for p in twin.parameters():
+                p.abs_()
+            ours = run_layers_with(model, layer_parameters(model, lambda t: t.detach().double().abs()), e.double())
+            assert torch.equal(ours, twin.run_layers(e.double())[1]), f"recipe {i}"
 
 
 def test_rnn_naswot_uses_the_pre_activation_sign():

@@ -3,7 +3,9 @@
 Semantics follow docs/SPACES.md §1 (Klyuchnikov et al., 2020, NAS-Bench-NLP): a
 recipe maps node names to ops over ``x`` (the layer input), ``h_prev_k`` (the
 previous hidden tuple) and other nodes; ``h_new_0 … h_new_{T-1}`` form the new
-hidden tuple and ``h_new_0`` is the layer output.
+hidden tuple and ``h_new_0`` is the layer output. Each op's forward is read
+from the op table :data:`~tfnas.spaces.nasbench_nlp.ops.CELL_OPS`; this module
+adds the weights of the ops that have them.
 
 Speed: instead of one matrix product per (linear node, input), the weights
 that read the same *source* (``x``, an ``h_prev_k`` or a node) are stored as
@@ -24,13 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tfnas.spaces.nasbench_nlp.ops import CELL_OPS
 from tfnas.spaces.nasbench_nlp.recipe import Recipe
-
-_ACTIVATIONS = {
-    "activation_tanh": torch.tanh,
-    "activation_sigm": torch.sigmoid,
-    "activation_leaky_relu": lambda t: F.leaky_relu(t, 0.01),
-}
 
 
 @dataclass
@@ -41,6 +38,8 @@ class CellCapture:
         activation_codes: when not None, every activation-node output ``a``
             [rows, hidden] of every cell call is appended as the boolean code
             ``a > 0`` (NASWOT, Mellor et al. 2021), for ``activation_distance``.
+        input_codes: when not None, the same for every activation node's
+            input z: ``z > 0``, the side of the unit (the NASWOT proxy).
         code_rows: keep codes of the first ``code_rows`` samples only (the
             clean part of a batch that also holds noised copies); None = all.
         layers: when not None, one :class:`LayerRecord` per layer run is
@@ -51,6 +50,7 @@ class CellCapture:
     """
 
     activation_codes: list[Tensor] | None = None
+    input_codes: list[Tensor] | None = None
     code_rows: int | None = None
     layers: list[LayerRecord] | None = None
     states_only: bool = False
@@ -95,7 +95,7 @@ class RecurrentLayer(nn.Module):
         self.hidden_size = hidden_size
         self.wdrop = wdrop
         self.num_hidden = recipe.num_hidden
-        self.linear_nodes = [n.name for n in recipe.nodes.values() if n.op == "linear"]
+        self.linear_nodes = [n.name for n in recipe.nodes.values() if CELL_OPS[n.op].weights]
         self._bias_row = {name: i for i, name in enumerate(self.linear_nodes)}
         # (node, input position) -> (source, block index within that source's stack)
         self.blocks: dict[tuple[str, int], tuple[str, int]] = {}
@@ -129,6 +129,13 @@ class RecurrentLayer(nn.Module):
         src, b = self.blocks[(node, j)]
         h = self.hidden_size
         return self.weights[_key(src)][b * h : (b + 1) * h]
+
+    def weight_slot(self, node: str, j: int) -> tuple[str, slice]:
+        """Where the weight of input ``j`` of linear node ``node`` lives: the stacked
+        parameter's name (as in ``named_parameters()``) and its rows."""
+        src, b = self.blocks[(node, j)]
+        h = self.hidden_size
+        return f"weights.{_key(src)}", slice(b * h, (b + 1) * h)
 
     def node_bias(self, node: str) -> Tensor:
         """The bias [hidden] of linear node ``node`` (a view)."""
@@ -211,6 +218,7 @@ class RecurrentLayer(nn.Module):
             # of the whole sequence (quadratic in seq; over half of a backward).
             hoisted_steps = hoisted.unbind(0)
         codes = capture.activation_codes if capture is not None else None
+        input_codes = capture.input_codes if capture is not None else None
         rows = capture.code_rows if capture is not None else None
         steps: list[Tensor] = []
         for t in range(seq):
@@ -221,56 +229,32 @@ class RecurrentLayer(nn.Module):
                 products["x"] = step_x.split(h, dim=1) if step_x.shape[1] > h else (step_x,)
             for name in order:
                 node = nodes[name]
-                op = node.op
-                if op == "linear":
-                    acc = None
+                op = CELL_OPS[node.op]
+                if op.weights:
+                    parts = []
                     for j, src in enumerate(node.inputs):
                         if src not in products:
                             full = values[src] @ weights[src].t()
                             # split only a stack: its backward concatenates the pieces' gradients
                             products[src] = full.split(h, dim=1) if full.shape[1] > h else (full,)
-                        part = products[src][self.blocks[(name, j)][1]]
-                        acc = part if acc is None else acc + part
+                        parts.append(products[src][self.blocks[(name, j)][1]])
+                    out = op.forward(parts)  # Σ_j W_j in_j
                     if "x" not in node.inputs:
-                        acc = acc + bias[self._bias_row[name]]
-                    out = acc
-                elif op in _ACTIVATIONS:
-                    out = _ACTIVATIONS[op](values[node.inputs[0]])
-                    if codes is not None:
-                        codes.append((out if rows is None else out[:rows]) > 0)
+                        out = out + bias[self._bias_row[name]]
                 else:
-                    out = combine_inputs(op, [values[i] for i in node.inputs], name)
+                    args = [values[i] for i in node.inputs]
+                    out = op.forward(args)
+                    if op.activation:
+                        if codes is not None:
+                            codes.append((out if rows is None else out[:rows]) > 0)
+                        if input_codes is not None:
+                            input_codes.append((args[0] if rows is None else args[0][:rows]) > 0)
                 values[name] = out
             if record is not None:
                 record.steps.append({"h_prev_0": values["h_prev_0"]} if capture.states_only else values)
             steps.append(values["h_new_0"])
             hidden = tuple(values[f"h_new_{k}"] for k in range(self.num_hidden))
         return torch.stack(steps), hidden
-
-
-def combine_inputs(op: str, args: list[Tensor], node: str = "?") -> Tensor:
-    """A parameter-free node of docs/SPACES.md §1 on its inputs, each [batch, hidden].
-
-    ``blend(a, b, c) = a·b + (1 − a)·c``; ``elementwise_prod`` / ``elementwise_sum``
-    multiply / add all inputs.
-
-    Raises:
-        ValueError: ``op`` is none of these (recipe validation rules this out).
-    """
-    if op == "blend":
-        a, b, c = args
-        return a * b + (1 - a) * c
-    if op == "elementwise_prod":
-        out = args[0]
-        for t in args[1:]:
-            out = out * t
-        return out
-    if op == "elementwise_sum":
-        out = args[0]
-        for t in args[1:]:
-            out = out + t
-        return out
-    raise ValueError(f"unknown op {op!r} in node {node!r}")
 
 
 def _key(src: str) -> str:

@@ -8,14 +8,12 @@ large part of its time goes to bookkeeping and memory traffic: a graph node
 per op, a fresh tensor per op, split gradients concatenated again. This
 module walks the recorded forward (:class:`~tfnas.models.rnn_cell.LayerRecord`)
 backwards instead, one step at a time, node by node in reverse topological
-order, with the cell's own local derivatives (docs/SPACES.md §1 ops):
-
-- linear: the gradient of every (node, input) block of the stacked product is
-  the node's gradient; one matrix product per block carries it to the source,
-  accumulated in place;
-- tanh, sigmoid, leaky ReLU: the aten backward kernels autograd itself uses;
-- blend a·b + (1 − a)·c: ∂a = g·(b − c), ∂b = g·a, ∂c = g − g·a;
-- element-wise product and sum: the other inputs' product, and g.
+order, with each op's local derivative from the op table
+(:data:`~tfnas.spaces.nasbench_nlp.ops.CELL_OPS`; the activations use the
+aten backward kernels autograd itself uses). For an op with weights (linear)
+the derivative gives each (node, input) block of the stacked product the
+node's gradient, and one matrix product per block carries it to the source,
+accumulated in place.
 
 The hidden tuple carries the gradient from step t+1 back to step t. The state
 ``h_new_0`` "as it leaves the cell" gets the layer output's gradient plus the
@@ -31,13 +29,7 @@ import torch
 from torch import Tensor
 
 from tfnas.models.rnn_cell import LayerRecord, RecurrentLayer
-
-_ACT_BACKWARD = {
-    "activation_tanh": lambda g, out: torch.ops.aten.tanh_backward(g, out),
-    "activation_sigm": lambda g, out: torch.ops.aten.sigmoid_backward(g, out),
-    # leaky_relu(v) > 0 exactly when v > 0, so the output stands in for the input.
-    "activation_leaky_relu": lambda g, out: torch.ops.aten.leaky_relu_backward(g, out, 0.01, True),
-}
+from tfnas.spaces.nasbench_nlp.ops import CELL_OPS
 
 
 @dataclass
@@ -84,7 +76,7 @@ def layer_backward(
     Raises:
         ValueError: ``d_out`` does not match the record's shape; the layer is
             in training mode with DropConnect (the recorded forward used
-            dropped weights that are gone); a node has an unknown op.
+            dropped weights that are gone).
     """
     seq, batch = record.inputs.shape[:2]
     h = layer.hidden_size
@@ -142,36 +134,20 @@ def layer_backward(
             if g is None:  # unused node, or nothing downstream
                 continue
             node = nodes[name]
-            op, ins = node.op, node.inputs
-            if op == "linear":
-                for j, src in enumerate(ins):
+            op, ins = CELL_OPS[node.op], node.inputs
+            if op.weights:
+                # ∂ of each product W_j in_j; the forward's products are not recorded, and the derivative reads none.
+                for j, (src, d) in enumerate(zip(ins, op.derivative(g, [None] * len(ins), values[name]))):
                     if src == "x":
-                        d_in[t].addmm_(g, block_w[(name, j)])
+                        d_in[t].addmm_(d, block_w[(name, j)])
                     else:
-                        pending.setdefault(src, []).append((block_w[(name, j)], g))
+                        pending.setdefault(src, []).append((block_w[(name, j)], d))
                     if src in kept:
                         b = layer.blocks[(name, j)][1]
-                        kept[src][t, :, b * h : (b + 1) * h] = g[:rows]
-            elif op in _ACT_BACKWARD:
-                add(ins[0], _ACT_BACKWARD[op](g, values[name]))
-            elif op == "blend":
-                a, b_, c = (values[i] for i in ins)
-                ga_b = g * a
-                add(ins[0], g * (b_ - c))
-                add(ins[2], g - ga_b)
-                add(ins[1], ga_b)
-            elif op == "elementwise_prod":
-                for i in range(len(ins)):
-                    other = None
-                    for j, src in enumerate(ins):
-                        if j != i:
-                            other = values[src] if other is None else other * values[src]
-                    add(ins[i], g * other)
-            elif op == "elementwise_sum":
-                for src in ins:
-                    add(src, g)
+                        kept[src][t, :, b * h : (b + 1) * h] = d[:rows]
             else:
-                raise ValueError(f"unknown op {op!r} in node {name!r}")
+                for src, d in zip(ins, op.derivative(g, [values[i] for i in ins], values[name])):
+                    add(src, d)
         for k in range(layer.num_hidden):
             flush(f"h_prev_{k}")
             carry[k] = grads.get(f"h_prev_{k}")

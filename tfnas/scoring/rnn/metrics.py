@@ -39,7 +39,7 @@ def hidden_covariance(ctx: ScoringContext) -> dict[str, float]:
 
     H_l = the states h^l_t fed into layer l's cell at t = 0..69, arranged
     [hidden_l, 50·70] (rows are hidden units); S is the NASWOT v1 covariance
-    score (:func:`~tfnas.metrics.common.covariance_score`). Higher is better.
+    score (:func:`~tfnas.scoring.scores.covariance_score`). Higher is better.
 
     A layer whose states stay exactly zero (e.g. recipe 1009374), or with a
     unit that never varies, gets NaN with the reason; the other layers keep

@@ -145,7 +145,7 @@ def grad_pass(ctx: ScoringContext) -> RNNGrad:
     When noised Jacobians are asked for, their noised inputs ride along in the
     same batch (samples never interact in an RNN), so one forward and one
     backward serve every metric. The forward is recorded without autograd and
-    the backward runs through time by hand (:mod:`tfnas.passes.bptt`), giving
+    the backward runs through time by hand (:mod:`tfnas.scoring.rnn.bptt`), giving
     ∂e, the gradient of every state as it leaves its cell and that of every
     stacked weight product; the weight gradients of the clean samples that
     synaptic saliency reads are built from the latter, per source, as one

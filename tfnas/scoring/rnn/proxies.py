@@ -1,9 +1,11 @@
 """The zero-cost proxy passes on NAS-Bench-NLP language models (:mod:`tfnas.scoring.proxies` defines the proxies).
 
-x, the input of a proxy, is the embedding lookup [seq, batch, emsize];
-gradients with respect to the input are taken there. The loss is the mean
-next-token cross-entropy over the batch (``y`` of the ``(x, y)`` batch)
-through the LM's tied decoder.
+x, the input of a proxy, is the embedding lookup [seq, batch, emsize]. The
+loss is the mean next-token cross-entropy over the batch (``y`` of the
+``(x, y)`` batch) through the LM's tied decoder. The passes run the model's
+own cell (:class:`~tfnas.models.rnn_cell.RecurrentLayer`); where they need
+other tensors in place of its parameters (detached leaves, SynFlow's float64
+|θ|) they call it through :func:`torch.func.functional_call`.
 
 Proxy weights θ: every weight matrix W_j of every linear node (hidden ×
 size(in_j), one per input j, all layers) and the embedding matrix E (tied
@@ -15,15 +17,15 @@ batch): asked for it, they accumulate NASWOT's kernel too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.func import functional_call
 
 from tfnas.models.awd_lm import AWDLanguageModel
-from tfnas.models.rnn_cell import RecurrentLayer, combine_inputs
+from tfnas.models.rnn_cell import CellCapture
 from tfnas.scoring.api import ScoringContext, UndefinedScore, register_pass
 from tfnas.scoring.proxies import (
     ZEN_GAMMA,
@@ -41,142 +43,66 @@ from tfnas.scoring.proxies import (
 from tfnas.scoring.rnn.passes import language_model, token_batch
 from tfnas.scoring.scores import NaswotKernel
 
-_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "activation_tanh": torch.tanh,
-    "activation_sigm": torch.sigmoid,
-    "activation_leaky_relu": lambda t: F.leaky_relu(t, 0.01),
-}
 
+def run_layers_with(model: AWDLanguageModel, params: list[dict[str, Tensor]], x: Tensor, capture=None) -> Tensor:
+    """The model's recurrent layers on ``x`` [seq, batch, emsize] with their parameters replaced by ``params``.
 
-@dataclass
-class RNNParams:
-    """The tensors :func:`run_rnn` computes with (the model's, or transformed copies).
-
-    Attributes:
-        weights: per layer, ``(node, j) -> W_j`` [hidden, size(in_j)].
-        biases: per layer, ``node -> b`` [hidden].
-        embedding: E [ntoken, emsize] (the decoder's tied weight too).
-        decoder_bias: [ntoken].
-    """
-
-    weights: list[dict[tuple[str, int], Tensor]]
-    biases: list[dict[str, Tensor]]
-    embedding: Tensor
-    decoder_bias: Tensor
-
-    def proxy_weights(self) -> tuple[list[str], list[Tensor]]:
-        """Names and tensors of the proxy weights θ: every W_j of every layer, then E."""
-        names, tensors = [], []
-        for i, ws in enumerate(self.weights):
-            for (node, j), w in ws.items():
-                names.append(f"layers.{i}.{node}.W{j}")
-                tensors.append(w)
-        return names + ["encoder.weight"], tensors + [self.embedding]
-
-
-def rnn_params(model: AWDLanguageModel, transform: Callable[[Tensor], Tensor]) -> RNNParams:
-    """:class:`RNNParams` of ``model`` with ``transform`` applied to every tensor (e.g. a detached leaf)."""
-    weights, biases = [], []
-    for layer in model.layers:
-        nodes = layer.recipe.nodes
-        weights.append(
-            {(n, j): transform(layer.weight(n, j)) for n in layer.linear_nodes for j in range(len(nodes[n].inputs))}
-        )
-        biases.append({n: transform(layer.node_bias(n)) for n in layer.linear_nodes})
-    return RNNParams(weights, biases, transform(model.encoder.weight), transform(model.decoder.bias))
-
-
-def _run_layer(
-    layer: RecurrentLayer,
-    weights: dict[tuple[str, int], Tensor],
-    biases: dict[str, Tensor],
-    inputs: Tensor,
-    linear_outs: dict[str, list[Tensor]] | None,
-    codes: NaswotKernel | None,
-) -> Tensor:
-    """One recurrent layer (docs/SPACES.md §1 cell semantics) with explicit tensors: [seq, B, in] -> [seq, B, hidden].
-
-    The same computation as :class:`RecurrentLayer` in eval mode (zero initial
-    state), written out so that the proxies can reach every linear node's
-    output and every activation's input.
-    """
-    seq, bsz, _ = inputs.shape
-    h = layer.hidden_size
-    recipe = layer.recipe
-    # Weights that read the same source are stacked so the source is multiplied once per step.
-    keys_by_src: dict[str, list[tuple[str, int]]] = {}
-    for key, (src, b) in sorted(layer.blocks.items(), key=lambda kv: kv[1][1]):
-        keys_by_src.setdefault(src, []).append(key)
-    stacked = {src: torch.cat([weights[k] for k in keys]) for src, keys in keys_by_src.items()}
-    hoisted = None
-    if "x" in stacked:
-        # unbind, not hoisted[t]: one backward node for all steps (a per-step select
-        # makes a full-size zero gradient per step, very slow under create_graph).
-        hoisted = (inputs.reshape(seq * bsz, -1) @ stacked["x"].t()).view(seq, bsz, -1).unbind(0)
-    hidden = [inputs.new_zeros(bsz, h) for _ in range(recipe.num_hidden)]
-    outs = []
-    for t in range(seq):
-        values: dict[str, Tensor] = {f"h_prev_{k}": hidden[k] for k in range(recipe.num_hidden)}
-        prods: dict[str, tuple[Tensor, ...]] = {}
-        if hoisted is not None:
-            prods["x"] = hoisted[t].split(h, dim=1)
-        for name in recipe.order:
-            node = recipe.nodes[name]
-            if node.op == "linear":
-                acc = biases[name]
-                for j, src in enumerate(node.inputs):
-                    if src not in prods:
-                        prods[src] = (values[src] @ stacked[src].t()).split(h, dim=1)
-                    acc = acc + prods[src][layer.blocks[(name, j)][1]]
-                if linear_outs is not None:
-                    linear_outs.setdefault(name, []).append(acc)
-                out = acc
-            elif node.op in _ACTIVATIONS:
-                z = values[node.inputs[0]]
-                if codes is not None:
-                    codes.add(z > 0)  # the unit's side: pre-activation sign
-                out = _ACTIVATIONS[node.op](z)
-            else:
-                out = combine_inputs(node.op, [values[i] for i in node.inputs], name)
-            values[name] = out
-        outs.append(values["h_new_0"])
-        hidden = [values[f"h_new_{k}"] for k in range(recipe.num_hidden)]
-    return torch.stack(outs)
-
-
-def run_rnn(
-    model: AWDLanguageModel,
-    params: RNNParams,
-    emb: Tensor,
-    linear_outs: list[dict[str, list[Tensor]]] | None = None,
-    codes: NaswotKernel | None = None,
-) -> Tensor:
-    """The recurrent stack of ``model`` computed with ``params`` on an embedding output (eval mode).
-
-    Args:
-        model: supplies the recipe and sizes (its own tensors are not read).
-        params: the tensors to compute with.
-        emb: [seq, batch, emsize] embedding output.
-        linear_outs: when a list, one dict per layer ``node -> [output per step]``
-            ([batch, hidden] each) is appended.
-        codes: when given, receives 1[z > 0] of every activation node's input z
-            [batch, hidden], every node, step and layer.
+    :func:`torch.func.functional_call` runs each layer's own forward (the one
+    cell implementation) on the given tensors, one dict per layer named as in
+    ``layer.named_parameters()``. The model is in eval mode, so the locked
+    dropouts between the layers are the identity.
 
     Returns:
-        The last layer's output y [seq, batch, emsize].
+        The last layer's output [seq, batch, emsize].
     """
-    x = emb
-    for i, layer in enumerate(model.layers):
-        rec = None
-        if linear_outs is not None:
-            rec = {}
-            linear_outs.append(rec)
-        x = _run_layer(layer, params.weights[i], params.biases[i], x, rec, codes)
+    for layer, p in zip(model.layers, params):
+        x, _ = functional_call(layer, p, (x,), {"capture": capture})
     return x
+
+
+def layer_parameters(model: AWDLanguageModel, transform: Callable[[Tensor], Tensor]) -> list[dict[str, Tensor]]:
+    """Per layer, ``transform`` of each parameter (e.g. a detached leaf, a float64 copy)."""
+    return [{name: transform(p) for name, p in layer.named_parameters()} for layer in model.layers]
+
+
+def _proxy_weights(model: AWDLanguageModel, per_layer: list[dict[str, Tensor]], embedding: Tensor) -> list[Tensor]:
+    """θ: for each layer, linear node and input j, the block W_j of ``per_layer``'s stacked tensors; then E.
+
+    ``per_layer`` holds tensors shaped as the layers' parameters (the
+    parameters, their gradients, ...); each W_j is a view of one of them.
+    """
+    blocks = []
+    for layer, tensors in zip(model.layers, per_layer):
+        for node in layer.linear_nodes:
+            for j in range(len(layer.recipe.nodes[node].inputs)):
+                name, rows = layer.weight_slot(node, j)
+                blocks.append(tensors[name][rows])
+    return blocks + [embedding]
+
+
+def _proxy_weight_names(model: AWDLanguageModel) -> list[str]:
+    names = [
+        f"layers.{i}.{node}.W{j}"
+        for i, layer in enumerate(model.layers)
+        for node in layer.linear_nodes
+        for j in range(len(layer.recipe.nodes[node].inputs))
+    ]
+    return names + ["encoder.weight"]
 
 
 def _leaf(t: Tensor) -> Tensor:
     return t.detach().requires_grad_(True)
+
+
+def _stacked_weights(params: list[dict[str, Tensor]]) -> list[Tensor]:
+    """The stacked weight tensors of every layer (every parameter but the biases), in order."""
+    return [t for p in params for name, t in p.items() if name != "bias"]
+
+
+def _by_layer(params: list[dict[str, Tensor]], flat: list[Tensor]) -> list[dict[str, Tensor]]:
+    """``flat`` (in :func:`_stacked_weights` order) back into per-layer dicts keyed like ``params``."""
+    it = iter(flat)
+    return [{name: next(it) for name in p if name != "bias"} for p in params]
 
 
 def _rnn_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
@@ -187,37 +113,49 @@ def _rnn_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
     if targets.shape != tokens.shape:
         raise ValueError(f"targets {tuple(targets.shape)} do not match inputs {tuple(tokens.shape)}")
     want_fisher = ctx.wants("fisher")
-    codes = NaswotKernel() if ctx.wants("proxy_codes") else None
+    want_codes = ctx.wants("proxy_codes")
     # Detached leaves sharing the model's storage: gradients never reach the model's .grad.
-    p = rnn_params(model, _leaf)
-    names, theta = p.proxy_weights()
-    emb = F.embedding(tokens, p.embedding)  # eval mode: no embedding dropout
-    linear_outs: list[dict[str, list[Tensor]]] | None = [] if want_fisher else None
-    y = run_rnn(model, p, emb, linear_outs, codes)
-    logits = F.linear(y, p.embedding, p.decoder_bias)
+    params = layer_parameters(model, _leaf)
+    embedding = _leaf(model.encoder.weight)
+    leaves = [*_stacked_weights(params), embedding]
+    capture = CellCapture(layers=[] if want_fisher else None, input_codes=[] if want_codes else None)
+    emb = F.embedding(tokens, embedding)  # eval mode: no embedding dropout
+    y = run_layers_with(model, params, emb, capture)
+    logits = F.linear(y, embedding, model.decoder.bias.detach())
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-    acts = [a for rec in linear_outs or [] for steps in rec.values() for a in steps]
-    if want_fisher:
-        acts.append(logits)  # the decoder is a linear op of the model too
-    grads = torch.autograd.grad(loss, [*theta, *acts], create_graph=hvp, allow_unused=True)
-    g_theta = [torch.zeros_like(t) if g is None else g for t, g in zip(theta, grads[: len(theta)])]
+    # Fisher's ops: every linear node's output at every step (recorded by the cell), then the decoder's logits.
+    linear_outs = []
+    for i, (layer, record) in enumerate(zip(model.layers, capture.layers or [])):
+        for node in (n for n in layer.recipe.order if n in layer.linear_nodes):
+            linear_outs.append((f"layers.{i}.{node}", [step[node] for step in record.steps]))
+    acts = [a for _, steps in linear_outs for a in steps] + ([logits] if want_fisher else [])
+    grads = torch.autograd.grad(loss, [*leaves, *acts], create_graph=hvp, allow_unused=True)
+    g_leaves = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads[: len(leaves)])]
     fisher = None
     if want_fisher:
-        a_grads = grads[len(theta) :]
+        a_grads = grads[len(leaves) :]
         fisher, k = [], 0
-        for i, rec in enumerate(linear_outs):
-            for node, steps in rec.items():
-                a = torch.stack([s.detach() for s in steps], dim=1)  # [batch, seq, hidden]
-                g = torch.stack([torch.zeros_like(s) if gg is None else gg.detach()
-                                 for s, gg in zip(steps, a_grads[k : k + len(steps)])], dim=1)
-                k += len(steps)
-                fisher.append((f"layers.{i}.{node}", fisher_terms(a, g, channel_dim=2)))
-        g_logits = a_grads[k]
-        fisher.append(("decoder", fisher_terms(logits.transpose(0, 1), g_logits.detach().transpose(0, 1), 2)))
-    hg = hessian_grad(theta, g_theta) if hvp else None
+        for name, steps in linear_outs:
+            a = torch.stack([s.detach() for s in steps], dim=1)  # [batch, seq, hidden]
+            g = torch.stack([torch.zeros_like(s) if gg is None else gg.detach()
+                             for s, gg in zip(steps, a_grads[k : k + len(steps)])], dim=1)
+            k += len(steps)
+            fisher.append((name, fisher_terms(a, g, channel_dim=2)))
+        fisher.append(("decoder", fisher_terms(logits.transpose(0, 1), a_grads[k].detach().transpose(0, 1), 2)))
+    kernel = None
+    if want_codes:
+        codes = NaswotKernel()
+        for c in capture.input_codes:
+            codes.add(c)
+        kernel = codes.kernel
+
+    def theta(flat: list[Tensor]) -> list[Tensor]:
+        return _proxy_weights(model, _by_layer(params, flat[:-1]), flat[-1])
+
+    hg = theta(hessian_grad(leaves, g_leaves)) if hvp else None
     return LossOutputs(
-        float(loss.detach()), names, [t.detach() for t in theta], [g.detach() for g in g_theta], hg, fisher,
-        codes.kernel if codes is not None else None,
+        float(loss.detach()), _proxy_weight_names(model), theta([t.detach() for t in leaves]),
+        theta([g.detach() for g in g_leaves]), hg, fisher, kernel,
     )
 
 
@@ -250,10 +188,12 @@ def rnn_codes_pass(ctx: ScoringContext) -> CodesOutputs:
     """NASWOT codes 1[z > 0] of every activation node's input, all steps and layers, clean batch (RNN)."""
     model = language_model(ctx)
     tokens, _ = token_batch(ctx)
-    codes = NaswotKernel()
+    capture = CellCapture(input_codes=[])
     with torch.no_grad():
-        p = rnn_params(model, lambda t: t.detach())
-        run_rnn(model, p, F.embedding(tokens, p.embedding), codes=codes)
+        model.run_layers(model.encoder(tokens), capture=capture)
+    codes = NaswotKernel()
+    for c in capture.input_codes:
+        codes.add(c)
     if codes.kernel is None:
         raise UndefinedScore("naswot: the cell has no activation node")
     return CodesOutputs(codes.kernel, codes.bits)
@@ -271,10 +211,16 @@ def rnn_synflow_pass(ctx: ScoringContext) -> SynflowOutputs:
     """
     model = language_model(ctx)
     tokens, _ = token_batch(ctx)
-    p = rnn_params(model, lambda t: t.detach().to(torch.float64).abs().requires_grad_(True))
-    _, theta = p.proxy_weights()
+
+    def absolute(t: Tensor) -> Tensor:
+        return t.detach().to(torch.float64).abs().requires_grad_(True)
+
+    params = layer_parameters(model, absolute)
+    embedding = absolute(model.encoder.weight)
     ones = torch.ones(tokens.shape[0], 1, model.emsize, dtype=torch.float64, device=tokens.device)
-    return synflow_log_score(F.linear(run_rnn(model, p, ones), p.embedding, p.decoder_bias), theta)
+    logits = F.linear(run_layers_with(model, params, ones), embedding, absolute(model.decoder.bias))
+    # Every row of a stacked weight is some W_j: the terms are those of θ, block by block.
+    return synflow_log_score(logits, [*_stacked_weights(params), embedding])
 
 
 @register_pass("rnn", "proxy_zen")
@@ -292,8 +238,7 @@ def rnn_zen_pass(ctx: ScoringContext) -> ZenOutputs:
     x = torch.randn(shape, generator=g).to(tokens.device)
     eps = torch.randn(shape, generator=g).to(tokens.device)
     with torch.no_grad():
-        p = rnn_params(model, lambda t: t.detach())
-        both = run_rnn(model, p, torch.cat([x, x + ZEN_GAMMA * eps], dim=1))  # samples never interact
+        _, both, _ = model.run_layers(torch.cat([x, x + ZEN_GAMMA * eps], dim=1))  # samples never interact
     f0, f1 = both.double().chunk(2, dim=1)
     delta = (f0 - f1).abs().sum(dim=(0, 2)).mean()
     return ZenOutputs(log_positive(delta, "zen", "f(x) = f(x + γε) exactly (Δ = 0, log undefined)"), 0.0)

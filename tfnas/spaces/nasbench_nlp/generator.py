@@ -15,11 +15,12 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from tfnas.spaces.nasbench_nlp.ops import CELL_OPS
 from tfnas.spaces.nasbench_nlp.recipe import ACTIVATIONS, Recipe, RecipeError
 
-#: Generator weights of the benchmark (docs/SPACES.md §1, steps 1-2).
-MAIN_OPS = ("linear", "blend", "elementwise_prod", "elementwise_sum")
-MAIN_WEIGHTS = (3, 1, 1, 1)
+#: Generator weights of the benchmark (docs/SPACES.md §1, steps 1-2), from the op table.
+MAIN_OPS = tuple(name for name, op in CELL_OPS.items() if op.generator_weight)
+MAIN_WEIGHTS = tuple(CELL_OPS[name].generator_weight for name in MAIN_OPS)
 LINEAR_FAN_IN = (2, 3)
 LINEAR_FAN_IN_WEIGHTS = (4, 1)
 #: Intermediate node slots on top of T (docs/BENCHMARK_NOTES.md says why 13, not 7).
@@ -121,16 +122,16 @@ def _draw_cell(num_hidden: int, slots: int, draw: _PyDraws | _NumpyLegacyDraws) 
     i = 0
     while i < slots:
         op = draw.main_op()
-        if op == "linear":
+        if CELL_OPS[op].weights:  # a linear node
             candidates = base + activations
             k = min(draw.fan_in(), len(candidates))
-            cell[f"node_{i}"] = {"op": "linear", "input": draw.sample(candidates, k)}
+            cell[f"node_{i}"] = {"op": op, "input": draw.sample(candidates, k)}
             # The activation on a linear node always follows it, even past the last slot.
             cell[f"node_{i + 1}"] = {"op": draw.activation(), "input": [f"node_{i}"]}
             activations.append(f"node_{i + 1}")
             i += 2
         else:
-            k = 3 if op == "blend" else 2
+            k = CELL_OPS[op].min_inputs  # the benchmark draws the fewest inputs the op takes
             candidates = prev + list(cell)  # never x
             if len(candidates) >= k:
                 cell[f"node_{i}"] = {"op": op, "input": draw.sample(candidates, k)}

@@ -18,18 +18,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
-#: Every op a node may use (docs/SPACES.md §1).
-OPS = (
-    "linear",
-    "blend",
-    "elementwise_prod",
-    "elementwise_sum",
-    "activation_tanh",
-    "activation_sigm",
-    "activation_leaky_relu",
-)
-ACTIVATIONS = ("activation_tanh", "activation_sigm", "activation_leaky_relu")
-ELEMENTWISE = ("elementwise_prod", "elementwise_sum")
+from tfnas.spaces.nasbench_nlp.ops import CELL_OPS
+
+#: Every op a node may use (docs/SPACES.md §1): the names of :data:`~tfnas.spaces.nasbench_nlp.ops.CELL_OPS`.
+OPS = tuple(CELL_OPS)
+ACTIVATIONS = tuple(name for name, op in CELL_OPS.items() if op.activation)
 
 _OUTPUT_RE = re.compile(r"h_new_(\d+)")
 _PREV_RE = re.compile(r"h_prev_(\d+)")
@@ -52,11 +45,7 @@ class UnknownOpError(RecipeError):
 
 
 class InputCountError(RecipeError):
-    """A node has the wrong number of inputs for its op.
-
-    blend: exactly 3; activations: exactly 1; linear: at least 1;
-    elementwise_prod/sum: at least 2.
-    """
+    """A node has the wrong number of inputs for its op (:attr:`CellOp.arity <tfnas.spaces.nasbench_nlp.ops.CellOp.arity>`)."""
 
 
 class UnknownInputError(RecipeError):
@@ -109,25 +98,6 @@ class Node:
     name: str
     op: str
     inputs: tuple[str, ...]
-
-
-def _arity_ok(op: str, n: int) -> bool:
-    if op == "blend":
-        return n == 3
-    if op in ACTIVATIONS:
-        return n == 1
-    if op == "linear":
-        return n >= 1
-    return n >= 2  # elementwise
-
-
-_ARITY_TEXT = {
-    "blend": "exactly 3",
-    "linear": "at least 1",
-    "elementwise_prod": "at least 2",
-    "elementwise_sum": "at least 2",
-    **{a: "exactly 1" for a in ACTIVATIONS},
-}
 
 
 class Recipe:
@@ -240,9 +210,9 @@ class Recipe:
             raise RecipeError(f"node {name!r}: 'input' must be a list of names, got {inputs!r}", node=name)
         if not all(isinstance(i, str) for i in inputs):
             raise RecipeError(f"node {name!r}: every input must be a name (string), got {list(inputs)!r}", node=name)
-        if not _arity_ok(op, len(inputs)):
+        if not CELL_OPS[op].accepts(len(inputs)):
             raise InputCountError(
-                f"node {name!r}: op {op} takes {_ARITY_TEXT[op]} input(s), got {len(inputs)} {list(inputs)}",
+                f"node {name!r}: op {op} takes {CELL_OPS[op].arity} input(s), got {len(inputs)} {list(inputs)}",
                 node=name,
             )
         return Node(name, op, tuple(inputs))
