@@ -5,7 +5,8 @@
 - :mod:`~tfnas.scoring.scores` and :mod:`~tfnas.scoring.proxies`: what the
   families share (scores of matrices; the zero-cost proxies);
 - one package per model family (:mod:`~tfnas.scoring.rnn`,
-  :mod:`~tfnas.scoring.bert`) with its passes, metrics and proxy passes;
+  :mod:`~tfnas.scoring.bert`, :mod:`~tfnas.scoring.gpt`) with its passes,
+  metrics and proxy passes;
 - :mod:`~tfnas.scoring.registry`: loads the built-in families, looks metrics up;
 - :mod:`~tfnas.scoring.engine`: runs each needed pass once and collects the scores.
 
