@@ -7,13 +7,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
-from tfnas.models.lts_gpt2 import (
-    AdaptiveEmbedding,
-    LtsGpt2Config,
-    LtsGpt2LMHeadModel,
-    clean_cutoffs,
-    parameter_counts,
-)
+from tfnas.models.adaptive import AdaptiveEmbedding
+from tfnas.models.lts_gpt2 import LtsGpt2Config, LtsGpt2LMHeadModel, clean_cutoffs, parameter_counts
 
 
 def tiny(**kw):

@@ -51,13 +51,8 @@ import torch
 import yaml
 from torch import nn
 
-from tfnas.models.lts_gpt2 import (
-    AdaptiveEmbedding,
-    LtsGpt2Config,
-    LtsGpt2LMHeadModel,
-    ProjectedAdaptiveLogSoftmax,
-    parameter_counts,
-)
+from tfnas.models.adaptive import AdaptiveEmbedding, ProjectedAdaptiveLogSoftmax
+from tfnas.models.lts_gpt2 import LtsGpt2Config, LtsGpt2LMHeadModel, parameter_counts
 from tfnas.paths import default_data_dir
 from tfnas.spaces.base import Architecture, SearchSpace, check_index
 
