@@ -119,6 +119,35 @@ class GeneratorHead(nn.Module):
         self.word_embeddings = word_embeddings  # shared module: the tie
         self.bias = nn.Parameter(torch.zeros(vocab))
 
+    @classmethod
+    def fresh(
+        cls, hidden_size: int, word_embeddings: nn.Embedding, eps: float, std: float, generator: torch.Generator
+    ) -> "GeneratorHead":
+        """A newly drawn head that leaves the global RNGs untouched (the masked-LM loss of the zero-cost proxies).
+
+        The dense weight is N(0, ``std``) drawn on the CPU from ``generator``;
+        the biases are 0 and the LayerNorm weight 1. The head's own parameters
+        do not require gradients; the tied ``word_embeddings`` is untouched.
+
+        Args:
+            hidden_size: H, the width of the hidden states it reads.
+            word_embeddings: the [V, E] embedding module the decoder is tied to
+                (the head lives on its device).
+            eps: LayerNorm epsilon.
+            std: standard deviation of the dense weight.
+            generator: a CPU generator for the dense weight.
+        """
+        with torch.random.fork_rng(devices=[]):  # nn.Linear's default init draws from the global CPU RNG
+            head = cls(hidden_size, word_embeddings, eps)
+        device = word_embeddings.weight.device
+        with torch.no_grad():
+            head.dense.weight.copy_(torch.randn(head.dense.weight.shape, generator=generator) * std)
+            head.dense.bias.zero_()
+        for own in (head.dense, head.LayerNorm):
+            own.to(device).requires_grad_(False)
+        head.bias = nn.Parameter(head.bias.detach().to(device), requires_grad=False)
+        return head
+
     def forward(self, hidden: Tensor) -> Tensor:
         h = self.LayerNorm(self.act(self.dense(hidden)))
         return F.linear(h, self.word_embeddings.weight, self.bias)

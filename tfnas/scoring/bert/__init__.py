@@ -3,7 +3,7 @@
 - :mod:`~tfnas.scoring.bert.passes`: the ``grad`` pass the paper's metrics read;
 - :mod:`~tfnas.scoring.bert.metrics`: the paper's transformer metrics;
 - :mod:`~tfnas.scoring.bert.proxies`: the zero-cost proxies' passes, with the
-  masked-LM loss of :mod:`~tfnas.scoring.bert.mlm`.
+  masked-LM loss (masking: :mod:`~tfnas.scoring.bert.mlm`).
 
 Importing the package registers the family, its passes and its metrics.
 """

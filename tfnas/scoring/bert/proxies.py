@@ -2,7 +2,8 @@
 
 x, the input of a proxy, is :meth:`FlexiBertModel.embed`'s output, after the
 E→H projection, [B, S, H]. The loss is the masked-LM loss of a fresh ELECTRA
-generator head (:mod:`tfnas.scoring.bert.mlm`). Options: ``mask_token_id``
+generator head (:meth:`tfnas.models.electra.GeneratorHead.fresh`) at the tokens
+masked by :mod:`tfnas.scoring.bert.mlm`. Options: ``mask_token_id``
 (default 103, BERT-uncased [MASK]), ``special_token_ids`` (default 0, 100,
 101, 102, 103: [PAD] [UNK] [CLS] [SEP] [MASK]), ``mask_prob`` (0.15).
 
@@ -19,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tfnas.models.electra import GeneratorHead
 from tfnas.scoring.api import ScoringContext, UndefinedScore, register_pass
-from tfnas.scoring.bert.mlm import MASK_PROB, MASK_TOKEN_ID, SPECIAL_TOKEN_IDS, MLMHead, mask_tokens
+from tfnas.scoring.bert.mlm import MASK_PROB, MASK_TOKEN_ID, SPECIAL_TOKEN_IDS, mask_tokens
 from tfnas.scoring.bert.passes import encoder_layers
 from tfnas.scoring.proxies import (
     ZEN_GAMMA,
@@ -74,9 +76,9 @@ def _bert_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
         ids, attn, ctx.seed, mask_id, tuple(opts.get("special_token_ids", SPECIAL_TOKEN_IDS)),
         float(opts.get("mask_prob", MASK_PROB)),
     )
-    device = ids.device
-    head = MLMHead.create(
-        cfg.hidden_size, cfg.embedding_size, cfg.vocab_size, cfg.initializer_range, cfg.layer_norm_eps, ctx.seed, device
+    head = GeneratorHead.fresh(
+        cfg.hidden_size, model.embeddings.word_embeddings, cfg.layer_norm_eps, cfg.initializer_range,
+        seeded_generator(ctx.seed),
     )
     named = proxy_weights(model)
     theta = [w for _, w in named]
@@ -98,7 +100,7 @@ def _bert_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
     finally:
         for h in handles:
             h.remove()
-    logits = head.logits(out[chosen], model.embeddings.word_embeddings.weight)
+    logits = head(out[chosen])
     loss = F.cross_entropy(logits, ids[chosen])
     act_tensors = [a for _, a, _ in acts]
     grads = torch.autograd.grad(loss, [*theta, *act_tensors], create_graph=hvp, allow_unused=True)
