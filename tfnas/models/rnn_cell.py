@@ -135,7 +135,11 @@ class RecurrentLayer(nn.Module):
         parameter's name (as in ``named_parameters()``) and its rows."""
         src, b = self.blocks[(node, j)]
         h = self.hidden_size
-        return f"weights.{_key(src)}", slice(b * h, (b + 1) * h)
+        return self.stacked_name(src), slice(b * h, (b + 1) * h)
+
+    def stacked_name(self, src: str) -> str:
+        """The name (as in ``named_parameters()``) of the stacked weight of source ``src``."""
+        return f"weights.{_key(src)}"
 
     def node_bias(self, node: str) -> Tensor:
         """The bias [hidden] of linear node ``node`` (a view)."""

@@ -28,6 +28,9 @@ Passes (``served_by`` lets one run serve several):
   ``create_graph=True``, plus GraSP's Hessian-gradient product
   H·g = ∂(Σ g_detached ⊙ ∂L/∂θ)/∂θ (Wang et al. 2020). One forward, one
   backward and one double-backward serve grad_norm, snip, fisher and grasp.
+  (The RNN family computes the same by hand: its backward through time, and
+  GraSP's θᵀ H g as gᵀ (H θ) by forward-over-reverse in one pass, returned as
+  ``theta_hg``; see :mod:`tfnas.scoring.rnn.proxies`.)
 - ``proxy_codes``: NASWOT's kernel K (Mellor et al. 2021 v2) of the binary
   codes of the activation units on the clean scoring batch.
 - ``proxy_synflow``: SynFlow (Tanaka et al. 2020) on an absolute-valued
@@ -82,6 +85,9 @@ class LossOutputs:
         naswot_kernel: the NASWOT kernel K [batch, batch] float64 of the clean
             forward, when the pass serves ``proxy_codes`` (the RNN's loss
             forward sees the clean batch); else None.
+        theta_hg: GraSP's θᵀ H g itself, float64, when the pass computed it as
+            gᵀ (H θ) by forward-over-reverse (the RNN's ``proxy_loss_hvp``; H is
+            symmetric) instead of returning ``hvp``; else None.
     """
 
     loss: float
@@ -91,6 +97,7 @@ class LossOutputs:
     hvp: list[Tensor] | None
     fisher: list[tuple[str, Tensor]] | None
     naswot_kernel: Tensor | None = None
+    theta_hg: float | None = None
 
 
 @dataclass
@@ -297,12 +304,15 @@ def grasp(ctx: ScoringContext) -> dict[str, float]:
     """GraSP: −Σ θ ⊙ (H g) over the proxy weights, g = ∂L/∂θ, H the Hessian of L (Wang et al. 2020).
 
     As Abdelfattah et al. 2021 compute it: H g = ∂(Σ g_detached ⊙ ∂L/∂θ)/∂θ by a
-    double backward, with the Hessian restricted to the proxy weights (both
+    double backward (the RNN family: gᵀ (H θ) by forward-over-reverse, equal
+    since H is symmetric), with the Hessian restricted to the proxy weights (both
     gradients from the same loss and batch, eval mode). Token adaptation: the
     loss of the ``proxy_loss_hvp`` pass (see the module docstring). Higher
     values mean that pruning the weights would reduce gradient flow less.
     """
     out: LossOutputs = ctx.get("proxy_loss_hvp")
+    if out.theta_hg is not None:  # θᵀ H g = gᵀ H θ, computed by the pass
+        return {"grasp": -out.theta_hg}
     if out.hvp is None:  # pragma: no cover - the hvp pass always fills it
         raise UndefinedScore("grasp: the Hessian-gradient product was not computed")
     return {"grasp": -_sum((w.double() * h.double()).sum() for w, h in zip(out.weights, out.hvp))}

@@ -58,6 +58,7 @@ def layer_backward(
     d_out: Tensor,
     rows: int | None = None,
     product_sources: tuple[str, ...] = (),
+    weights: dict[str, Tensor] | None = None,
 ) -> LayerGrads:
     """Backward of ``Σ d_out ⊙ outputs`` through one recorded layer run.
 
@@ -69,6 +70,10 @@ def layer_backward(
             outputs (h_new_0 at every step); may be an expanded view.
         rows: keep ``leaving`` for the first ``rows`` batch rows (None = all).
         product_sources: sources whose product gradients to return (first ``rows`` rows).
+        weights: the stacked weights the forward ran with, named as in
+            ``layer.named_parameters()`` (``"weights.from_<source>"``), when
+            they were not the layer's own (a :func:`torch.func.functional_call`
+            forward, e.g. with forward-mode dual tensors); None = the layer's.
 
     Returns:
         :class:`LayerGrads`.
@@ -88,7 +93,13 @@ def layer_backward(
     nodes, order = layer.recipe.nodes, layer.recipe.order
     # Weight blocks [hidden, size] by (node, input): gradients go through one block
     # at a time, accumulated by addmm, so no stacked gradient is copied together.
-    block_w = {(name, j): layer.weight(name, j).detach() for name, j in layer.blocks}
+    if weights is None:
+        block_w = {(name, j): layer.weight(name, j).detach() for name, j in layer.blocks}
+    else:
+        block_w = {}
+        for name, j in layer.blocks:
+            slot, block_rows = layer.weight_slot(name, j)
+            block_w[(name, j)] = weights[slot][block_rows]
     width = {src: h * (1 + max(b for s, b in layer.blocks.values() if s == src)) for src in layer.sources}
     kept = {src: d_out.new_zeros(seq, rows, width[src]) for src in product_sources}
     d_in = record.inputs.new_zeros(record.inputs.shape)

@@ -17,11 +17,13 @@ batch): asked for it, they accumulate NASWOT's kernel too.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd import forward_ad
 from torch.func import functional_call
 
 from tfnas.models.awd_lm import AWDLanguageModel
@@ -34,12 +36,12 @@ from tfnas.scoring.proxies import (
     SynflowOutputs,
     ZenOutputs,
     fisher_terms,
-    hessian_grad,
     log_positive,
     register_proxies,
     seeded_generator,
     synflow_log_score,
 )
+from tfnas.scoring.rnn import bptt
 from tfnas.scoring.rnn.passes import language_model, token_batch
 from tfnas.scoring.scores import NaswotKernel
 
@@ -99,13 +101,25 @@ def _stacked_weights(params: list[dict[str, Tensor]]) -> list[Tensor]:
     return [t for p in params for name, t in p.items() if name != "bias"]
 
 
-def _by_layer(params: list[dict[str, Tensor]], flat: list[Tensor]) -> list[dict[str, Tensor]]:
-    """``flat`` (in :func:`_stacked_weights` order) back into per-layer dicts keyed like ``params``."""
-    it = iter(flat)
-    return [{name: next(it) for name in p if name != "bias"} for p in params]
-
-
 def _rnn_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
+    """The loss pass by hand: a recorded forward, the decoder's cross-entropy and the backward through time.
+
+    No autograd graph: the forward runs the model's cell under no_grad through
+    :func:`torch.func.functional_call`, recording every cell value
+    (:class:`~tfnas.models.rnn_cell.CellCapture`); ∂L/∂logits = (softmax − onehot)/N
+    goes back through the tied decoder (∂y = D E, ∂E += Dᵀ y), then through each
+    layer with :func:`tfnas.scoring.rnn.bptt.layer_backward`, whose product
+    gradients ∂P give every stacked weight's gradient as one product
+    Σ_t ∂P_tᵀ in_t and, block (node, 0), every linear node's output gradient
+    (Fisher's ∂L/∂a); ∂E gets the embedding rows' gradients by index_add.
+
+    GraSP (``hvp``): the same computation on forward-mode dual tensors
+    (:mod:`torch.autograd.forward_ad`) whose tangent is θ itself (every weight
+    block and E; biases carry none): the primal is g = ∂L/∂θ and the tangent is
+    H θ, the Hessian of L over the proxy weights times θ, both in one pass
+    (forward-over-reverse). GraSP's θᵀ H g then equals gᵀ (H θ) (H is symmetric),
+    summed in float64 into ``LossOutputs.theta_hg``; ``hvp`` stays None.
+    """
     model = language_model(ctx)
     tokens, targets = token_batch(ctx)
     if targets is None:
@@ -114,49 +128,137 @@ def _rnn_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
         raise ValueError(f"targets {tuple(targets.shape)} do not match inputs {tuple(tokens.shape)}")
     want_fisher = ctx.wants("fisher")
     want_codes = ctx.wants("proxy_codes")
-    # Detached leaves sharing the model's storage: gradients never reach the model's .grad.
-    params = layer_parameters(model, _leaf)
-    embedding = _leaf(model.encoder.weight)
-    leaves = [*_stacked_weights(params), embedding]
-    capture = CellCapture(layers=[] if want_fisher else None, input_codes=[] if want_codes else None)
-    emb = F.embedding(tokens, embedding)  # eval mode: no embedding dropout
-    y = run_layers_with(model, params, emb, capture)
-    logits = F.linear(y, embedding, model.decoder.bias.detach())
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-    # Fisher's ops: every linear node's output at every step (recorded by the cell), then the decoder's logits.
-    linear_outs = []
-    for i, (layer, record) in enumerate(zip(model.layers, capture.layers or [])):
-        for node in (n for n in layer.recipe.order if n in layer.linear_nodes):
-            linear_outs.append((f"layers.{i}.{node}", [step[node] for step in record.steps]))
-    acts = [a for _, steps in linear_outs for a in steps] + ([logits] if want_fisher else [])
-    grads = torch.autograd.grad(loss, [*leaves, *acts], create_graph=hvp, allow_unused=True)
-    g_leaves = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads[: len(leaves)])]
-    fisher = None
-    if want_fisher:
-        a_grads = grads[len(leaves) :]
-        fisher, k = [], 0
-        for name, steps in linear_outs:
-            a = torch.stack([s.detach() for s in steps], dim=1)  # [batch, seq, hidden]
-            g = torch.stack([torch.zeros_like(s) if gg is None else gg.detach()
-                             for s, gg in zip(steps, a_grads[k : k + len(steps)])], dim=1)
-            k += len(steps)
-            fisher.append((name, fisher_terms(a, g, channel_dim=2)))
-        fisher.append(("decoder", fisher_terms(logits.transpose(0, 1), a_grads[k].detach().transpose(0, 1), 2)))
-    kernel = None
-    if want_codes:
-        codes = NaswotKernel()
-        for c in capture.input_codes:
-            codes.add(c)
-        kernel = codes.kernel
+    with torch.no_grad(), (forward_ad.dual_level() if hvp else contextlib.nullcontext()):
 
-    def theta(flat: list[Tensor]) -> list[Tensor]:
-        return _proxy_weights(model, _by_layer(params, flat[:-1]), flat[-1])
+        def weight(t: Tensor) -> Tensor:  # a proxy weight: its own tangent when GraSP is asked for
+            t = t.detach()
+            return forward_ad.make_dual(t, t) if hvp else t
 
-    hg = theta(hessian_grad(leaves, g_leaves)) if hvp else None
+        params = [
+            {name: p.detach() if name == "bias" else weight(p) for name, p in layer.named_parameters()}
+            for layer in model.layers
+        ]
+        embedding = model.encoder.weight.detach()
+        emb = F.embedding(tokens, embedding)  # eval mode: no embedding dropout
+        if hvp:
+            emb = forward_ad.make_dual(emb, emb)  # the tangent of E is E, so that of E[x] is E[x]
+        capture = CellCapture(layers=[], input_codes=[] if want_codes else None)
+        y = run_layers_with(model, params, emb, capture)
+        loss, logits, d_logits, d_out, g_emb = _decoder_backward(
+            y, embedding, model.decoder.bias.detach(), targets, hvp
+        )
+        layer_grads = [None] * len(model.layers)
+        for i in reversed(range(len(model.layers))):
+            layer = model.layers[i]
+            layer_grads[i] = bptt.layer_backward(
+                layer, capture.layers[i], d_out, product_sources=tuple(layer.sources), weights=params[i]
+            )
+            d_out = layer_grads[i].inputs
+        g_emb = g_emb.index_add(0, tokens.reshape(-1), d_out.reshape(-1, d_out.shape[-1]))
+        g_stacked = []
+        for layer, record, grads in zip(model.layers, capture.layers, layer_grads):
+            per_source = {}
+            for src in layer.sources:
+                inp = record.inputs if src == "x" else torch.stack([step[src] for step in record.steps])
+                g_p = grads.products[src]
+                g_w = g_p.reshape(-1, g_p.shape[-1]).t() @ inp.reshape(-1, inp.shape[-1])  # Σ_t ∂P_tᵀ in_t
+                per_source[layer.stacked_name(src)] = g_w
+            g_stacked.append(per_source)
+        theta_hg = None
+        if hvp:
+            theta_hg = _sum_products([
+                (forward_ad.unpack_dual(g).primal, forward_ad.unpack_dual(g).tangent)
+                for g in [*(g for per in g_stacked for g in per.values()), g_emb]
+            ])
+            primal = lambda t: forward_ad.unpack_dual(t).primal  # noqa: E731
+            g_stacked = [{k: primal(v) for k, v in per.items()} for per in g_stacked]
+            g_emb = primal(g_emb)
+            params = [{k: primal(v) for k, v in per.items()} for per in params]
+        fisher = None
+        if want_fisher:
+            fisher = []
+            for i, (layer, record, grads) in enumerate(zip(model.layers, capture.layers, layer_grads)):
+                h = layer.hidden_size
+                for node in (n for n in layer.recipe.order if n in layer.linear_nodes):
+                    a = torch.stack([forward_ad.unpack_dual(step[node]).primal for step in record.steps], dim=1)
+                    src, b = layer.blocks[(node, 0)]  # a linear node's output gradient is each product's
+                    g = forward_ad.unpack_dual(grads.products[src]).primal[..., b * h : (b + 1) * h]
+                    fisher.append((f"layers.{i}.{node}", fisher_terms(a, g.transpose(0, 1), channel_dim=2)))
+            seq, batch = tokens.shape
+            by_sample = [t.view(seq, batch, -1).transpose(0, 1) for t in (logits, d_logits)]  # [batch, seq, ntoken]
+            fisher.append(("decoder", fisher_terms(*by_sample, channel_dim=2)))
+        kernel = None
+        if want_codes:
+            codes = NaswotKernel()
+            for c in capture.input_codes:
+                codes.add(c)
+            kernel = codes.kernel
     return LossOutputs(
-        float(loss.detach()), _proxy_weight_names(model), theta([t.detach() for t in leaves]),
-        theta([g.detach() for g in g_leaves]), hg, fisher, kernel,
+        loss,
+        _proxy_weight_names(model),
+        _proxy_weights(model, params, embedding),
+        _proxy_weights(model, g_stacked, g_emb),
+        None,
+        fisher,
+        kernel,
+        theta_hg=theta_hg,
     )
+
+
+def _decoder_backward(
+    y: Tensor, embedding: Tensor, bias: Tensor, targets: Tensor, hvp: bool
+) -> tuple[float, Tensor, Tensor, Tensor, Tensor]:
+    """The tied decoder, the mean cross-entropy and their backward, by hand (with GraSP's tangent).
+
+    Args:
+        y: the last layer's output [seq, batch, emsize]; with ``hvp`` a
+            forward-mode dual tensor whose tangent is ẏ.
+        embedding: E [ntoken, emsize] (plain; with ``hvp`` its tangent is E itself).
+        bias: the decoder bias [ntoken] (no tangent).
+        targets: [seq, batch] next-token ids.
+        hvp: carry the tangents.
+
+    Returns:
+        (L, logits z [seq·batch, ntoken], D = ∂L/∂z = (softmax(z) − onehot)/N,
+        ∂L/∂y [seq, batch, emsize], the decoder's ∂L/∂E [ntoken, emsize]); with
+        ``hvp`` the last two are dual tensors carrying their tangents: with
+        ż = (ẏ + y) Eᵀ and Ḋ = softmax(z) ⊙ (ż − ⟨softmax(z), ż⟩) / N,
+        (∂L/∂y)˙ = (Ḋ + D) E and (∂L/∂E)˙ = Ḋᵀ y + Dᵀ ẏ. Written out rather than
+        left to forward-mode AD because Ė = E saves two of the nine
+        [seq·batch, ntoken] products and several passes over those arrays,
+        the largest of the pass.
+    """
+    y0, y_t = forward_ad.unpack_dual(y) if hvp else (y, None)
+    y2 = y0.reshape(-1, y0.shape[-1])
+    n = y2.shape[0]
+    logits = torch.addmm(bias, y2, embedding.t())
+    d = F.log_softmax(logits, dim=-1)
+    tgt = targets.reshape(-1, 1)
+    loss = float(-d.gather(1, tgt).sum() / n)
+    d = d.exp_()  # p = softmax(z)
+    d_t = None
+    if hvp:
+        yt2 = y_t.reshape(-1, y_t.shape[-1])
+        d_t = (yt2 + y2) @ embedding.t()  # ż
+        d_t.sub_((d * d_t).sum(dim=1, keepdim=True)).mul_(d).div_(n)  # Ḋ
+    d.scatter_add_(1, tgt, d.new_full((1, 1), -1.0).expand(n, 1)).div_(n)  # D = (p − onehot) / N
+    g_y = (d @ embedding).view(y0.shape)
+    g_emb = d.t() @ y2
+    if hvp:
+        g_emb_t = d_t.t() @ y2
+        g_emb_t.addmm_(d.t(), y_t.reshape(-1, y_t.shape[-1]))
+        g_y_t = (d_t.add_(d) @ embedding).view(y0.shape)
+        d_t = None
+        g_y, g_emb = forward_ad.make_dual(g_y, g_y_t), forward_ad.make_dual(g_emb, g_emb_t)
+    return loss, logits, d, g_y, g_emb
+
+
+def _sum_products(pairs: list[tuple[Tensor, Tensor]]) -> float:
+    """Σ a ⊙ b over the pairs, each product summed in float64."""
+    total = torch.zeros((), dtype=torch.float64)
+    for a, b in pairs:
+        total = total + (a.double() * b.double()).sum().cpu()
+    return float(total)
 
 
 @register_pass("rnn", "proxy_loss", served_by=("proxy_loss_hvp",), captures=("fisher",))
