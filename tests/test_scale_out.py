@@ -106,6 +106,8 @@ def test_launcher_configs_compose_without_schema_warnings(recwarn):
     assert cores._target_.endswith("JoblibLauncher") and cores.n_jobs == -1 and "pre_dispatch" in cores
     ray = _compose(["hydra/launcher=ray_cluster"], hydra_cfg=True).hydra.launcher
     assert ray._target_.endswith("RayLauncher") and ray.ray.remote.num_cpus == 1
+    # present and null: hydra-ray-launcher would set 75 MB, which Ray 2.x refuses when joining a cluster
+    assert "object_store_memory" in ray.ray.init and ray.ray.init.object_store_memory is None
     full = _compose(["hydra/launcher=submitit_local"], hydra_cfg=True)
     assert full.hydra.launcher._target_.endswith("LocalLauncher")
     assert full.hydra.sweeper.max_batch_size == 1000  # below SLURM's usual MaxArraySize
