@@ -5,21 +5,25 @@
     python analyze.py results_dir=results/search search=learned   # the next batch to train
 
 All the work is in :func:`tfnas.tasks.analyze.analyze`; see ``conf/analyze.yaml``.
-A missing or empty results folder, or records that cannot be analysed as
-asked, end the command with one line on stderr and exit status 1.
+A wrong option value (tfnas/schema.py), a missing or empty results folder, or
+records that cannot be analysed as asked, end the command with one line on
+stderr and exit status 1. ``python analyze.py --help`` lists the options.
 """
 
 import hydra
 from omegaconf import DictConfig
 
 from tfnas.analysis.load import InputError
-from tfnas.hydra_support import one_line_errors
-from tfnas.tasks.analyze import analyze
+from tfnas.hydra_support import command_line, one_line_errors
+from tfnas.schema import AnalyzeConfig, ConfigError
 
 
+@command_line(AnalyzeConfig)
 @hydra.main(config_path="conf", config_name="analyze", version_base="1.3")
-@one_line_errors(InputError, FileNotFoundError)
+@one_line_errors(InputError, FileNotFoundError, ConfigError)
 def main(cfg: DictConfig) -> None:
+    from tfnas.tasks.analyze import analyze  # here, not above: a mistaken command line fails before the libraries load
+
     analyze(cfg)
 
 

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 
 import tfnas.hydra_support  # noqa: F401  (resolvers)
 from tfnas import results
+from tfnas.schema import ConfigError
 from tfnas.tasks.score import score, sweep_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,16 +81,21 @@ def test_failing_architecture_is_recorded_and_the_sweep_goes_on(data_dir, tmp_pa
     "override, message",
     [
         ("metrics.names=[hidden_covariance_l1]", "'hidden_covariance_l1' is a score of the metric 'hidden_covariance'"),
-        ("metrics.names=[bogus]", "no metric 'bogus'"),
-        ("arch=abc", "arch must be an integer, got 'abc'"),
-        ("+shard=-1", "shard must be >= 0, got -1"),
-        ("arch=-1", "arch must be >= 0, got -1"),
+        ("metrics.names=[bogus]", "no metric 'bogus' for space=nasbench_nlp; available: activation_distance, "),
+        ("shard=-1", "shard must be null or an integer >= 0, got -1"),
+        ("arch=-1", "arch must be an integer >= 0, got -1"),
+        ("threads=0", "threads must be an integer >= 1, got 0"),
     ],
 )
 def test_sweep_errors_fail_before_any_record(data_dir, tmp_path, override, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         score(_cfg(data_dir, tmp_path, override))
     assert not list(results.iter_record_files(tmp_path / "results"))
+
+
+def test_the_schema_refuses_a_wrong_type_when_the_config_is_composed(data_dir, tmp_path):
+    with pytest.raises(ConfigCompositionException, match="arch=abc"):
+        _cfg(data_dir, tmp_path, "arch=abc")
 
 
 def test_truncated_record_is_scored_again(data_dir, tmp_path):

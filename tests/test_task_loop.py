@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from omegaconf import OmegaConf
 
 import tfnas.hydra_support  # noqa: F401  (resolvers)
 from tfnas import results
+from tfnas.schema import ConfigError
 from tfnas.tasks import loop
 from tfnas.tasks.score import score
 
@@ -93,14 +95,15 @@ def test_out_of_range_job_prepares_nothing_and_warns_once(tmp_path, caplog, monk
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"arch": -1}, "arch must be >= 0, got -1"),
-    ({"arch": "abc"}, "arch must be an integer, got 'abc'"),
-    ({"shard": -2}, "shard must be >= 0, got -2"),
-    ({"shard": 0, "shard_size": 0}, "shard_size must be >= 1, got 0"),
+    ({"arch": -1}, "arch must be an integer >= 0, got -1"),
+    ({"arch": "abc"}, "arch must be an integer >= 0, got abc"),
+    ({"arch": 1.5}, "arch must be an integer >= 0, got 1.5"),
+    ({"shard": -2}, "shard must be null or an integer >= 0, got -2"),
+    ({"shard": 0, "shard_size": 0}, "shard_size must be an integer >= 1, got 0"),
 ])
 def test_wrong_selection_fails_before_any_work(tmp_path, overrides, message):
     job = CountingJob(_cfg(tmp_path, **overrides))
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         loop.run_job(job)
     assert job.prepared == []
 

@@ -23,6 +23,12 @@ Importing this module registers the resolvers the configs use:
 - ``tfnas_gpu``: Lightning ``devices`` spreading the jobs of a multirun over
   the GPUs of one machine, ``'trainer.devices=${tfnas_gpu:}'`` (see
   :func:`gpu_for_job`).
+- ``tfnas_options``: the ``--help`` lines of a task's options
+  (:func:`tfnas.schema.options_help`), for ``conf/hydra/help/<task>.yaml``.
+
+Importing it also registers the typed schemas of the tasks in Hydra's
+ConfigStore (:mod:`tfnas.schema`). :func:`command_line` and
+:func:`one_line_errors` turn a user's mistakes into one line on stderr.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from tfnas.paths import analysis_dir, repo_data_dir
+from tfnas.schema import ConfigError, check_overrides, options_help
 from tfnas.tasks.runtime import available_cores
 
 log = logging.getLogger("tfnas")
@@ -179,6 +186,39 @@ _register("tfnas_analysis_dir", lambda results_dir: analysis_dir(
     results_dir if isinstance(results_dir, str) else OmegaConf.to_container(results_dir)))
 _register("tfnas_threads", lambda: default_threads())
 _register("tfnas_gpu", job_devices)
+_register("tfnas_options", options_help)
+
+
+def _exit_with_one_line(exc: BaseException) -> None:
+    print(f"{Path(sys.argv[0]).name}: {exc}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def command_line(schema: type) -> Callable[[Callable], Callable]:
+    """Decorate a ``@hydra.main`` entry so that its command line is checked against ``schema`` first.
+
+    A wrong value of a schema option (:func:`tfnas.schema.check_overrides`)
+    ends the command before Hydra composes anything, with one line on stderr
+    (``score.py: arch must be an integer >= 0, got abc``) and exit status 1;
+    with ``HYDRA_FULL_ERROR=1`` the :class:`~tfnas.schema.ConfigError`
+    propagates with its traceback. Put it above ``@hydra.main``.
+    """
+
+    def wrap(entry: Callable) -> Callable:
+        @functools.wraps(entry)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if not args and not kwargs:  # the command line, not a config handed in
+                try:
+                    check_overrides(schema, sys.argv[1:])
+                except ConfigError as exc:
+                    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                        raise
+                    _exit_with_one_line(exc)
+            return entry(*args, **kwargs)
+
+        return run
+
+    return wrap
 
 
 def one_line_errors(*errors: type[BaseException]) -> Callable[[Callable], Callable]:
@@ -198,8 +238,7 @@ def one_line_errors(*errors: type[BaseException]) -> Callable[[Callable], Callab
             except errors as exc:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
-                print(f"{Path(sys.argv[0]).name}: {exc}", file=sys.stderr, flush=True)
-                sys.exit(1)
+                _exit_with_one_line(exc)
 
         return run
 

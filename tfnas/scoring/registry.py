@@ -30,13 +30,20 @@ def available(family: str) -> list[str]:
     return sorted(n for f, n in METRICS if f == family)
 
 
-def get(family: str, names: Iterable[str]) -> list[Metric]:
+def get(family: str, names: Iterable[str], space: str | None = None) -> list[Metric]:
     """Look up metrics of a model family by name.
 
+    Args:
+        family: the model family (``rnn``, ``bert``, ``gpt``).
+        names: metric names (``metrics.names``).
+        space: the search space as the user named it (``nasbench_nlp``), for
+            the messages; without it they name the family.
+
     Raises:
-        KeyError: a name that is not registered for ``family``; the message
-            lists what is available.
+        KeyError: a name that is not registered for ``family``; the one-line
+            message lists what is available.
     """
+    where = f"space={space}" if space else f"family {family!r}"
     out = []
     for n in names:
         if (family, n) not in METRICS:
@@ -45,6 +52,6 @@ def get(family: str, names: Iterable[str]) -> list[Metric]:
             known = f"; available: {', '.join(available(family))}" if family in families() else (
                 f": no model family {family!r} (families: {', '.join(families())})"
             )
-            raise KeyError(f"no metric {n!r} for family {family!r}{hint}{known}")
+            raise KeyError(f"no metric {n!r} for {where}{hint}{known}")
         out.append(METRICS[(family, n)])
     return out

@@ -18,6 +18,7 @@ import tfnas.hydra_support  # noqa: F401  (registers the resolvers of conf/analy
 from tfnas.analysis.load import InputError, load_records
 from tfnas.analysis.sections import analyze_space
 from tfnas.paths import analysis_dir
+from tfnas.schema import AnalyzeConfig, validate
 from tfnas.search import report as search_report
 
 #: Every key of ``conf/analyze.yaml`` with its default, for calls with a plain mapping.
@@ -44,6 +45,7 @@ def _merge(base: dict, over: Mapping) -> dict:
 
 def _config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
+        validate(cfg, AnalyzeConfig)
         cfg = OmegaConf.to_container(cfg, resolve=True)
     cfg = {k: v for k, v in dict(cfg).items() if k != "hydra"}
     c = _merge(DEFAULTS, cfg)
@@ -68,6 +70,7 @@ def analyze(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
         :func:`~tfnas.analysis.sections.analyze_space` for each space.
 
     Raises:
+        ConfigError: a wrong option value (:func:`tfnas.schema.validate`).
         InputError: no results folder given, no records, or a requested
             target/metric that the records do not have.
         FileNotFoundError: a results folder does not exist.

@@ -5,8 +5,10 @@ does the rest, the same way for every task and model family:
 
 1. the job's architectures (:func:`job_indices`): ``arch=i``, or
    ``shard=k shard_size=n`` for the block ``k·n … k·n+n−1``, clipped to the
-   space. A job entirely beyond the space logs one warning per process and
-   runs nothing: a multirun over a range wider than the space is not an error;
+   space. In a multirun, a job entirely beyond the space logs one warning per
+   process and runs nothing: a range wider than the space is not an error. A
+   single run (``python score.py arch=99999``) beyond the space is one: a
+   :class:`~tfnas.schema.ConfigError`;
 2. :meth:`ArchitectureJob.prepare`: what the job's architectures share (data,
    loggers) and the settings that enter every record's config hash;
 3. for each architecture, in order: its config hash and record path; skipped
@@ -34,6 +36,7 @@ from typing import Any, ClassVar
 from omegaconf import DictConfig
 
 from tfnas import results
+from tfnas.schema import ConfigError, ScoreConfig, check_value
 from tfnas.tasks.runtime import to_container
 
 #: Trainer settings that change a trained model, per model family (part of the record's config hash).
@@ -128,37 +131,37 @@ class ArchitectureJob(ABC):
 def job_indices(cfg: DictConfig, size: int) -> list[int]:
     """The architectures of this job: ``[arch]``, or the shard's block, clipped to a space of ``size``.
 
+    The values are checked against the score schema (:func:`tfnas.schema.check_value`),
+    the one home of their ranges, also for configs that did not come through Hydra.
+
     Raises:
-        ValueError: a non-integer ``arch``, ``shard`` or ``shard_size``, a
+        ConfigError: a non-integer ``arch``, ``shard`` or ``shard_size``, a
             negative ``arch`` or ``shard``, or ``shard_size`` < 1.
     """
     if cfg.get("shard") is not None:
-        n, shard = _int_option(cfg, "shard_size"), _int_option(cfg, "shard")
-        if n < 1:
-            raise ValueError(f"shard_size must be >= 1, got {n}")
-        if shard < 0:
-            raise ValueError(f"shard must be >= 0, got {shard}")
-        start = shard * n
-        return list(range(start, min(start + n, size)))
-    arch = _int_option(cfg, "arch")
-    if arch < 0:
-        raise ValueError(f"arch must be >= 0, got {arch}")
-    return [arch] if arch < size else []
+        for key in ("shard", "shard_size"):
+            check_value(ScoreConfig, key, cfg[key])
+        start = cfg.shard * cfg.shard_size
+        return list(range(start, min(start + cfg.shard_size, size)))
+    check_value(ScoreConfig, "arch", cfg.arch)
+    return [cfg.arch] if cfg.arch < size else []
 
 
-def _int_option(cfg: DictConfig, key: str) -> int:
-    try:
-        return int(cfg[key])
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} must be an integer, got {cfg[key]!r}") from None
+def single_run() -> bool:
+    """Whether this process runs a Hydra single run (not a multirun job, not a plain Python call)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
 
 
 def run_job(job: ArchitectureJob) -> JobResult:
     """Run ``job`` on its architectures: resume, run, save, report (see the module docstring).
 
     Raises:
-        ValueError: a wrong ``arch``/``shard`` value (see :func:`job_indices`);
-            whatever :meth:`ArchitectureJob.prepare` raises for the job's settings.
+        ConfigError: a wrong ``arch``/``shard`` value (see :func:`job_indices`),
+            or, in a Hydra single run, architectures beyond the space.
+        Whatever :meth:`ArchitectureJob.prepare` raises for the job's settings.
     """
     global _warned_out_of_range
     cfg, space = job.cfg, job.space
@@ -167,13 +170,13 @@ def run_job(job: ArchitectureJob) -> JobResult:
     indices = job_indices(cfg, len(space))
     if not indices:
         out.out_of_range = 1
+        what = (f"shard={cfg.shard} (shard_size={cfg.shard_size})" if cfg.get("shard") is not None
+                else f"arch={cfg.arch}")
+        beyond = f"{what} is beyond the space: {space.name} has {len(space)} architectures (arch=0..{len(space) - 1})"
+        if single_run():
+            raise ConfigError(f"{beyond}; nothing to {job.verb}")
         if not _warned_out_of_range:  # one message per process, however many jobs are out of range
-            what = (f"shard={cfg.shard} (shard_size={cfg.shard_size})" if cfg.get("shard") is not None
-                    else f"arch={cfg.arch}")
-            log.warning(
-                f"{what} is beyond the space: {space.name} has {len(space)} architectures (arch=0..{len(space) - 1}); "
-                f"nothing to {job.verb}. Further out-of-range jobs of this sweep are skipped silently."
-            )
+            log.warning(f"{beyond}; nothing to {job.verb}. Further out-of-range jobs of this sweep are skipped silently.")
             _warned_out_of_range = True
         return out
     settings = job.prepare(indices)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from tfnas import results
 from tfnas.callbacks import TrainingFreeScores
+from tfnas.schema import ConfigError, ScoreConfig, validate
 from tfnas.scoring import registry
 from tfnas.systems.scoring import ScoringSystem
 from tfnas.tasks.loop import ArchitectureJob, fmt, run_job
@@ -62,11 +63,24 @@ def scorer(cfg: DictConfig, space: Any, data: Any, log_step: int = 0) -> Trainin
                               seed=int(cfg.seed), paper_compat=bool(cfg.paper_compat), log_step=log_step)
 
 
+def check_metrics(cfg: DictConfig, space: Any) -> None:
+    """Every name of ``metrics.names`` is a metric of ``space``'s family: a wrong name is the run's
+    fault, not an architecture's, so it fails before any work.
+
+    Raises:
+        ConfigError: one line with the valid names for the space, named as the user typed it (``space=nasbench_nlp``).
+    """
+    try:
+        registry.get(space.family, cfg.metrics.names, space=space.name)
+    except KeyError as exc:
+        raise ConfigError(exc.args[0]) from None
+
+
 class ScoreJob(ArchitectureJob):
     """Scores a job's architectures at initialization (see the module docstring).
 
     Raises:
-        ValueError: a metric name the space's family does not know (before any work).
+        ConfigError: a metric name the space's family does not know (before any work).
     """
 
     verb = "score"
@@ -74,11 +88,7 @@ class ScoreJob(ArchitectureJob):
     def __init__(self, cfg: DictConfig, space: Any, threads: int):
         super().__init__(cfg, space)
         self.threads = threads
-        # A wrong metric name is the sweep's fault, not an architecture's: fail before scoring any.
-        try:
-            registry.get(space.family, cfg.metrics.names)
-        except KeyError as exc:
-            raise ValueError(exc.args[0]) from None
+        check_metrics(cfg, space)
 
     def prepare(self, indices: list[int]) -> dict[str, Any]:
         cfg, space = self.cfg, self.space
@@ -139,8 +149,11 @@ def score(cfg: DictConfig) -> dict[str, int]:
         Counts: ``{"ok", "error", "skipped", "out_of_range"}`` for this job.
 
     Raises:
-        ValueError: a wrong ``arch``, ``shard`` or metric name (before any record is written).
+        ConfigError: a wrong option value (:func:`tfnas.schema.validate`), ``arch``, ``shard``
+            or metric name, before any record is written; in a Hydra single run, an ``arch``
+            beyond the space.
     """
+    validate(cfg, ScoreConfig)
     threads = setup_runtime(cfg.get("threads"))
     space = instantiate(cfg.space, _convert_="all")
     return run_job(ScoreJob(cfg, space, threads)).counts()

@@ -58,11 +58,12 @@ from tfnas import results
 from tfnas.callbacks import InitialScores
 from tfnas.data.ptb_datamodule import PTBDataModule
 from tfnas.models.awd_lm import count_parameters
+from tfnas.schema import TrainConfig, validate
 from tfnas.systems.common import TrainingDiverged
 from tfnas.systems.language_model import LanguageModelSystem
 from tfnas.tasks.loop import ArchitectureJob, fmt, resume_checkpoint, run_dir, run_job, trainer_settings
 from tfnas.tasks.runtime import make_loggers, make_trainer, setup_runtime, to_container
-from tfnas.tasks.score import scorer, sweep_settings
+from tfnas.tasks.score import check_metrics, scorer, sweep_settings
 
 log = logging.getLogger("tfnas.train")
 
@@ -252,9 +253,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         (the record's ground truth).
 
     Raises:
+        ConfigError: a wrong option value or an experiment used with another space
+            (:func:`tfnas.schema.validate`), or an unknown metric name, before any work;
+            in a Hydra single run, an ``arch`` beyond the space.
         NotImplementedError: a space whose model family has no training here
             (see :data:`TRAINERS`).
     """
+    validate(cfg, TrainConfig)
     setup_runtime(cfg.get("threads"))
     space = instantiate(cfg.space, _convert_="all")
     fn = TRAINERS.get(space.family)
@@ -263,4 +268,5 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"ground-truth training is implemented for the model families {sorted(TRAINERS)} "
             f"(space=nasbench_nlp, nasbench_bert, lts_gpt2_wt103, lts_gpt2_lm1b); {space.name} (family {space.family!r}) is not supported yet"
         )
+    check_metrics(cfg, space)
     return fn(cfg, space)

@@ -1,0 +1,121 @@
+"""The command line as a user meets it: a wrong value is one line on stderr.
+
+The mistakes of issue 14 run ``score.py`` as a subprocess: they fail before
+torch is imported (the schema check runs first), so each costs about a second.
+Two runs load a space (an ``arch`` beyond it, single run and multirun); they
+use the 10-architecture example benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from tfnas.hydra_support import default_threads  # noqa: F401  (registers the resolvers and the schemas)
+from tfnas.schema import ConfigError, ScoreConfig, TrainConfig, check_overrides, validate
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: The mistakes of issue 14 and the one line each now gets.
+MISTAKES = [
+    ("paper_compat=no", "paper_compat must be true or false, got no"),
+    ("paper_compat=maybe", "paper_compat must be true or false, got maybe"),
+    ("arch=abc", "arch must be an integer >= 0, got abc"),
+    ("arch=-1", "arch must be an integer >= 0, got -1"),
+    ("threads=-1", "threads must be an integer >= 1, got -1"),
+    ("shard=-2", "shard must be null or an integer >= 0, got -2"),
+    ("seed=x", "seed must be an integer >= 0, got x"),
+]
+
+
+def _run(script: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "", **(env or {})}
+    return subprocess.run([sys.executable, *([str(REPO / script)] if script.endswith(".py") else ["-m", script]),
+                           *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _common(data_dir: Path, tmp_path: Path) -> list[str]:
+    return [f"paths.data_dir={data_dir}", f"paths.results_dir={tmp_path / 'results'}", f"paths.log_dir={tmp_path / 'logs'}",
+            "logger=none", f"space.benchmark={data_dir}/nasbench_nlp/recepies_example.json",
+            "metrics.names=[num_params]", "threads=1"]
+
+
+@pytest.mark.parametrize("override, message", MISTAKES)
+def test_each_mistake_is_caught_with_its_message(override, message):
+    with pytest.raises(ConfigError) as exc:
+        check_overrides(ScoreConfig, ["-m", override, "logger=none"])
+    assert str(exc.value) == message
+
+
+@pytest.mark.parametrize("args", [
+    ["paper_compat=true", "paper_compat=False", "arch=12", "shard=null", "shard=3", "threads=2", "seed=7"],
+    ["-m", "arch=range(0,4000)", "threads=${tfnas_threads:}", "seed=0,1,2", "--cfg", "job"],
+    ["space=nasbench_bert", "space.generate=5", "+foo=bar", "hydra.launcher.n_jobs=-1", "~shard"],
+])
+def test_right_values_and_other_keys_pass(args):
+    check_overrides(ScoreConfig, args)
+
+
+def test_a_misspelled_option_is_named_with_the_closest_one():
+    with pytest.raises(ConfigError) as exc:
+        check_overrides(ScoreConfig, ["seeed=1"])
+    assert str(exc.value) == "no option 'seeed': did you mean seed? (--help lists them; +seeed=... adds a new key)"
+
+
+def test_every_value_of_a_sweep_is_checked():
+    with pytest.raises(ConfigError, match="arch must be an integer >= 0, got -1"):
+        check_overrides(ScoreConfig, ["-m", "arch=range(-1,3)"])
+    with pytest.raises(ConfigError, match="seed must be an integer >= 0, got x"):
+        check_overrides(ScoreConfig, ["-m", "seed=0,1,x"])
+
+
+def test_command_line_mistakes_print_one_line_and_exit_1(tmp_path, synthetic_data_dir):
+    for override, message in MISTAKES:
+        proc = _run("score.py", override, f"paths.data_dir={synthetic_data_dir}", "logger=none",
+                    f"paths.results_dir={tmp_path / 'results'}", cwd=tmp_path)
+        assert proc.returncode == 1, (override, proc.stderr)
+        assert proc.stderr.splitlines() == [f"score.py: {message}"], override
+    assert not (tmp_path / "results").exists()
+    # HYDRA_FULL_ERROR=1: the same error with its traceback
+    proc = _run("score.py", "arch=abc", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    assert "tfnas.schema.ConfigError: arch must be an integer >= 0, got abc" in proc.stderr
+
+
+def test_resolved_values_are_checked_at_task_start(synthetic_data_dir, tmp_path, monkeypatch):
+    paths = [f"paths.data_dir={synthetic_data_dir}", f"paths.results_dir={tmp_path}"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("score", overrides=paths)
+        validate(cfg, ScoreConfig)
+        monkeypatch.setenv("TFNAS_THREADS", "-1")
+        with pytest.raises(ConfigError, match="^threads must be an integer >= 1: .*TFNAS_THREADS must be a positive"):
+            validate(cfg, ScoreConfig)
+        # an override that bypasses the command-line check (compose API) is still range-checked
+        monkeypatch.delenv("TFNAS_THREADS")
+        with pytest.raises(ConfigError, match="^shard_size must be an integer >= 1, got 0$"):
+            validate(compose("score", overrides=[*paths, "shard_size=0"]), ScoreConfig)
+        # an experiment with another space: one line naming the experiments
+        train = compose("train", overrides=[*paths, "space=nasbench_bert", "experiment=quick"])
+        with pytest.raises(ConfigError) as exc:
+            validate(train, TrainConfig)
+        assert str(exc.value) == (
+            "experiment=quick is written for space=nasbench_nlp; with space=nasbench_bert use experiment=quick_bert "
+            "(experiments: quick for nasbench_nlp, quick_bert for nasbench_bert, quick_gpt for lts_gpt2_wt103)")
+        for space, experiment in [("nasbench_nlp", "quick"), ("nasbench_bert", "quick_bert"), ("lts_gpt2_wt103", "quick_gpt")]:
+            validate(compose("train", overrides=[*paths, f"space={space}", f"experiment={experiment}"]), TrainConfig)
+
+
+def test_single_run_beyond_the_space_fails_and_a_multirun_warns(data_dir, tmp_path):
+    single = _run("score.py", "arch=10", *_common(data_dir, tmp_path), cwd=tmp_path)
+    assert single.returncode == 1, single.stderr
+    assert single.stderr.splitlines() == [
+        "score.py: arch=10 is beyond the space: nasbench_nlp has 10 architectures (arch=0..9); nothing to score"]
+    multi = _run("score.py", "-m", "arch=10,11", *_common(data_dir, tmp_path), cwd=tmp_path)
+    assert multi.returncode == 0, multi.stderr
+    warnings = [line for line in (multi.stdout + multi.stderr).splitlines() if "is beyond the space" in line]
+    assert len(warnings) == 1 and "arch=10 is beyond the space" in warnings[0] and "WARNING" in warnings[0]

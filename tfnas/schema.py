@@ -1,0 +1,356 @@
+"""The typed schemas of ``score.py``, ``train.py`` and ``analyze.py`` (Hydra structured configs).
+
+Each task's options are a dataclass registered in Hydra's ConfigStore
+(``score_schema``, ``train_schema``, ``analyze_schema``) and named first in
+the defaults list of ``conf/<task>.yaml``, so the YAML files keep the default
+values and their comments while the schema gives every option its type, its
+range and a one-line explanation (the ``--help`` text, :func:`options_help`).
+Config groups and nested settings (``space``, ``data``, ``checkpoint``, ...)
+are typed ``Any``: their own configs describe them.
+
+A value is checked in three places, each with one line naming the option and
+the values it accepts (:class:`ConfigError`, printed without a traceback by
+:func:`tfnas.hydra_support.one_line_errors`):
+
+1. the command line, before Hydra composes anything
+   (:func:`check_overrides`, run by :func:`tfnas.hydra_support.command_line`):
+   every value of an override of a schema option, each value of a sweep too
+   (``'arch=range(0,4000)'``), against its type and range. Here a ``bool``
+   option takes only ``true``/``false``: OmegaConf would turn ``no``, ``off``
+   or ``0`` into ``false`` silently. Without this step a wrong type still fails
+   at composition, in Hydra's own (several-line) message;
+2. composition: OmegaConf enforces the schema's types on values from YAML
+   files and on interpolation results (``threads: ${tfnas_threads:}`` is an
+   interpolation in an ``int`` field, converted and checked when read);
+3. the start of the task, before any work (:func:`validate`): the ranges of
+   the resolved values (``arch >= 0``, ``threads >= 1``, ``shard >= 0``), which
+   dataclass types cannot express and which an interpolation or an
+   environment variable may still break (``TFNAS_THREADS=-1``), and that an
+   ``experiment`` is used with the space it was written for.
+
+Whether ``arch`` lies inside the space is known only once the space is
+loaded: :func:`tfnas.tasks.loop.run_job` makes it an error for a single run
+and one warning for a multirun.
+"""
+
+import dataclasses
+import difflib
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Union, get_args, get_origin, get_type_hints
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A wrong option value: the message is one line naming the option and what it accepts."""
+
+
+def option(help: str, min: Optional[int] = None, choices: Optional[tuple] = None) -> Any:
+    """A schema field whose default is the YAML's (``MISSING`` here), with its explanation and range.
+
+    Args:
+        help: one line for ``--help``.
+        min: smallest accepted value (inclusive) of an ``int`` option.
+        choices: the accepted values of an ``Any`` option, when a type cannot say it.
+    """
+    return field(default=MISSING, metadata={"help": help, "min": min, "choices": choices})
+
+
+def group(help: str) -> Any:
+    """A config group or a nested block of settings (typed ``Any``; its own config describes it)."""
+    return field(default=MISSING, metadata={"help": help, "group": True})
+
+
+@dataclass
+class ExperimentInfo:
+    """What an ``experiment`` file declares about itself, checked by :func:`validate`."""
+
+    name: str = MISSING   # the experiment's file name (experiment=<name>)
+    space: str = MISSING  # the space it is written for (space=<name>)
+
+
+@dataclass
+class ArchitectureTaskConfig:
+    """Options shared by ``score.py`` and ``train.py`` (one record per architecture)."""
+
+    paths: Any = group("where data is read and results are written (conf/paths/)")
+    space: Any = group("search space: nasbench_nlp, nasbench_bert, lts_gpt2_wt103, lts_gpt2_lm1b")
+    data: Any = group("scoring minibatch data (default: the space's own)")
+    metrics: Any = group("metric set (default: the space's; all_<family>, proxies; python -m tfnas.metrics SPACE)")
+    trainer: Any = group("Lightning Trainer settings")
+    logger: Any = group("tensorboard or none")
+    arch: int = option("index of the architecture in the space (0 .. size-1)", min=0)
+    seed: int = option("model construction seed (and the noise metrics' seed)", min=0)
+    batch_index: int = option("which scoring minibatch (BPTT window / text block)", min=0)
+    paper_compat: bool = option("true reproduces the paper's published columns (docs/METRICS.md)")
+    threads: int = option("torch threads per job (default: TFNAS_THREADS, else cores / parallel jobs)", min=1)
+    overwrite: bool = option("recompute even if the record exists")
+    results_dir: str = option("where the records go (default: paths.results_dir, absolute)")
+
+
+@dataclass
+class ScoreConfig(ArchitectureTaskConfig):
+    """``conf/score.yaml``."""
+
+    shard: Optional[int] = option("shard mode: score arch shard*shard_size .. +shard_size-1 in one job", min=0)
+    shard_size: int = option("architectures per shard", min=1)
+
+
+@dataclass
+class TrainConfig(ArchitectureTaskConfig):
+    """``conf/train.yaml``."""
+
+    electra: Any = group("NAS-Bench-BERT ELECTRA pretraining (space=nasbench_bert)")
+    glue: Any = group("NAS-Bench-BERT GLUE fine-tuning (space=nasbench_bert)")
+    causal_lm: Any = group("LTS GPT-2 causal-LM training (space=lts_gpt2_*)")
+    experiment: Optional[ExperimentInfo] = field(default=None, metadata={
+        "help": "set by experiment=quick|quick_bert|quick_gpt: its name and the space it is for", "group": True})
+    ckpt_path: Optional[str] = option("resume from this checkpoint file")
+    resume: bool = option("resume from the run's own last.ckpt when there is one")
+    checkpoint: Any = group("checkpoint folder and retention")
+    batch_size: int = option("training batch columns (NAS-Bench-NLP)", min=1)
+    eval_batch_size: int = option("evaluation batch columns (NAS-Bench-NLP)", min=1)
+    bptt: int = option("base training window (NAS-Bench-NLP)", min=1)
+    eval_bptt: int = option("evaluation window (NAS-Bench-NLP)", min=1)
+    variable_bptt: Any = group("AWD-LSTM variable-length windows")
+    train_eval_batches: Optional[int] = option("evaluate the train split on its first N windows (null: all)", min=1)
+    datamodule: Any = group("the NAS-Bench-NLP training data, built from the options above")
+    eval_initial: bool = option("evaluate the untrained model too (epoch 0)")
+    hparams: Any = group("training hyperparameters overriding the benchmark log's (null: the log's)")
+    hparam_defaults: Any = group("hyperparameters when the log has none")
+
+
+@dataclass
+class AnalyzeConfig:
+    """``conf/analyze.yaml``."""
+
+    paths: Any = group("where data is read and results are found (conf/paths/)")
+    search: Any = group("search with a budget: simulation on ground truth, proposals (conf/search/)")
+    results_dir: Any = option("a folder of records, or a list of folders (default: results)")
+    out_dir: str = option("tables, figures, summary.md (default: <results_dir>/analysis)")
+    data_dir: str = option("the data folder (for the NAS-Bench-BERT benchmark file)")
+    where: Any = group("keep only records whose settings match, e.g. 'where={paper_compat:true}'")
+    targets: Any = option("ground-truth columns to correlate with (null: the space's)")
+    main: Any = group("setting (seed, batch_index) of the main tables; null: the most common")
+    bootstrap: int = option("bootstrap resamples for the confidence intervals (0: none)", min=0)
+    ci: float = option("confidence level of the intervals")
+    seed: int = option("seed of every resampling and draw", min=0)
+    top_fraction: float = option("top-k overlap with k = top_fraction * n")
+    combine: Any = option("lists of metrics to combine by rank (null: the top metrics)")
+    combine_sizes: Any = option("with combine=null: combine the top 2, the top 3, ...")
+    learned: Any = group("learned (ridge) combination, scored by cross-validation")
+    folds: int = option("cross-validation folds", min=2)
+    tensorboard: bool = option("write a TensorBoard summary")
+    tensorboard_dir: Optional[str] = option("null: <out_dir>/tensorboard")
+    space_view: Any = option("NAS-Bench-BERT search-space view", choices=("auto", True, False))
+    benchmark_bert: Optional[str] = option("NAS-Bench-BERT benchmark file for the space view (null: skip)")
+    space: Any = group("search-space view thresholds")
+    plots: Any = group("figure formats, dpi, log scale")
+    console_top: int = option("metrics shown on the console", min=0)
+
+
+#: Task name -> its schema; ``conf/<task>.yaml`` names ``<task>_schema`` first in its defaults list.
+SCHEMAS: dict = {"score": ScoreConfig, "train": TrainConfig, "analyze": AnalyzeConfig}
+
+for _name, _schema in SCHEMAS.items():
+    ConfigStore.instance().store(name=f"{_name}_schema", node=_schema)
+
+
+# ---------------------------------------------------------------------------- checking
+
+
+@functools.lru_cache(maxsize=None)
+def _fields(schema: type) -> dict:
+    """Option name -> (type, metadata) of a schema."""
+    hints = get_type_hints(schema)
+    return {f.name: (hints[f.name], f.metadata) for f in dataclasses.fields(schema)}
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """``(T, optional)`` of ``T`` or ``Optional[T]``."""
+    if get_origin(tp) is Union:
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return (args[0] if len(args) == 1 else Any), True
+    return tp, False
+
+
+def _word(value: Any) -> str:
+    """A value as the command line writes it: ``true``, ``null``, ``abc``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
+def accepted(schema: type, key: str) -> str:
+    """What option ``key`` of ``schema`` accepts, in words: ``an integer >= 0``, ``true or false``."""
+    tp, meta = _fields(schema)[key]
+    base, optional = _base_type(tp)
+    if meta.get("choices"):
+        text = ", ".join(_word(c) for c in meta["choices"])
+    elif base is bool:
+        text = "true or false"
+    elif base is int:
+        text = "an integer" + (f" >= {meta['min']}" if meta.get("min") is not None else "")
+    elif base is float:
+        text = "a number"
+    elif base is str:
+        text = "a path" if key.endswith(("_dir", "_path")) or key.startswith("benchmark") else "a string"
+    else:
+        text = "a value"
+    return f"null or {text}" if optional else text
+
+
+def check_value(schema: type, key: str, value: Any) -> None:
+    """Check one value of option ``key`` against its type and range; interpolations pass (see :func:`validate`).
+
+    Raises:
+        ConfigError: ``<key> must be <accepted>, got <value>``.
+    """
+    tp, meta = _fields(schema)[key]
+    if meta.get("group") or (isinstance(value, str) and "${" in value):
+        return
+    base, optional = _base_type(tp)
+    ok = True
+    if value is None:
+        ok = optional or base is Any and meta.get("choices") is None
+    elif meta.get("choices") is not None:
+        ok = any(value == c and type(value) is type(c) for c in meta["choices"])
+    elif base is bool:
+        ok = isinstance(value, bool)  # strict: OmegaConf would read 'no', 'off', 0 as false
+    elif base is int:
+        ok = type(value) is int and (meta.get("min") is None or value >= meta["min"])
+    elif base is float:
+        ok = type(value) in (int, float)
+    elif base is str:
+        ok = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise ConfigError(f"{key} must be {accepted(schema, key)}, got {_word(value)}")
+
+
+def check_overrides(schema: type, args: Iterable[str]) -> None:
+    """Check the command line's overrides of ``schema``'s options, every value of a sweep included.
+
+    Arguments that are not overrides (flags such as ``-m``, ``--cfg job``),
+    overrides of nested keys (``space.benchmark=...``, ``hydra.*``), additions
+    (``+key=...``), deletions and anything Hydra's override parser rejects
+    are left to Hydra.
+
+    Raises:
+        ConfigError: the first wrong value, e.g. ``arch must be an integer >= 0, got abc``,
+            or a top-level key that is no option (``seeed=1``: ``did you mean seed?``).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    fields = _fields(schema)
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except Exception:  # Hydra reports its own syntax errors
+            continue
+        key = override.key_or_group
+        if override.is_delete() or override.is_add() or override.is_force_add() or override.package is not None:
+            continue
+        if key not in fields:
+            if not any(c in key for c in "./@"):  # a misspelled option, not a nested key or a Hydra group
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise ConfigError(f"no option {key!r}: {hint}(--help lists them; +{key}=... adds a new key)")
+            continue
+        if override.is_sweep_override():
+            try:
+                values = list(override.sweep_iterator())
+            except Exception:  # interval sweeps and the like: for a sweeper plugin to judge
+                continue
+        else:
+            values = [override.value()]
+        for value in values:
+            check_value(schema, key, value)
+
+
+def validate(cfg: DictConfig, schema: type) -> None:
+    """Check the resolved options of ``cfg`` against ``schema`` at the start of a task, before any work.
+
+    Reads every option (resolving its interpolation), checks its range and
+    choices, and, for a training, that its ``experiment`` is used with the
+    space it was written for.
+
+    Raises:
+        ConfigError: one line naming the option and the values it accepts.
+    """
+    for key, (tp, meta) in _fields(schema).items():
+        if meta.get("group") or key not in cfg:
+            continue
+        try:
+            value = cfg[key]
+        except OmegaConfBaseException as exc:  # an interpolation that fails or gives a wrong type
+            reason = str(exc).splitlines()[0]
+            raise ConfigError(f"{key} must be {accepted(schema, key)}: {reason}") from None
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        check_value(schema, key, value)
+    if "experiment" in _fields(schema):
+        check_experiment(cfg)
+
+
+def check_experiment(cfg: DictConfig) -> None:
+    """An ``experiment`` runs with the space it was written for (its ``experiment.space``).
+
+    Raises:
+        ConfigError: e.g. ``experiment=quick is the nasbench_nlp experiment; with
+            space=nasbench_bert use experiment=quick_bert`` (every experiment's
+            space is read from ``conf/experiment/``).
+    """
+    exp = cfg.get("experiment")
+    if exp is None:
+        return
+    space = _space_name(cfg)
+    if space is None or space == exp.space:
+        return
+    others = experiments()
+    fits = [name for name, s in others.items() if s == space]
+    instead = f"with space={space} use experiment={' or '.join(fits)}" if fits else f"no experiment is written for space={space}"
+    listing = ", ".join(f"{name} for {s}" for name, s in others.items())
+    raise ConfigError(f"experiment={exp.name} is written for space={exp.space}; {instead} (experiments: {listing})")
+
+
+def _space_name(cfg: DictConfig) -> Optional[str]:
+    """The ``space=`` name of a composed config: its ``_target_`` class's ``name``."""
+    target = cfg.get("space", {}).get("_target_") if cfg.get("space") is not None else None
+    if not target:
+        return None
+    from hydra.utils import get_class
+
+    return getattr(get_class(target), "name", None)
+
+
+def experiments() -> dict:
+    """Experiment name -> the space it is written for, from ``conf/experiment/*.yaml``."""
+    from tfnas.paths import REPO_ROOT
+
+    out = {}
+    for path in sorted((REPO_ROOT / "conf" / "experiment").glob("*.yaml")):
+        info = OmegaConf.load(path).get("experiment") or {}
+        out[path.stem] = info.get("space", "?")
+    return out
+
+
+def options_help(task: str) -> str:
+    """The ``--help`` lines of ``task``'s options: ``name=<accepted>`` and its explanation, groups last."""
+    schema = SCHEMAS[task]
+    rows, groups = [], []
+    for key, (_, meta) in _fields(schema).items():
+        if meta.get("group"):
+            groups.append(f"  {key + '.*':<22} {meta['help']}")
+        else:
+            rows.append(f"  {key:<22} {meta['help']} [{accepted(schema, key)}]")
+    return "\n".join(rows + [""] + groups)
+
+
+__all__ = ["AnalyzeConfig", "ConfigError", "ScoreConfig", "SCHEMAS", "TrainConfig", "accepted", "check_overrides",
+           "check_value", "experiments", "options_help", "validate"]
