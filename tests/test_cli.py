@@ -1,4 +1,4 @@
-"""The command line as a user meets it: a wrong value is one line on stderr.
+"""The command line as a user meets it: a wrong value is one line on stderr; --help; the metrics of a space.
 
 The mistakes of issue 14 run ``score.py`` as a subprocess: they fail before
 torch is imported (the schema check runs first), so each costs about a second.
@@ -17,7 +17,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tfnas.hydra_support import default_threads  # noqa: F401  (registers the resolvers and the schemas)
-from tfnas.schema import ConfigError, ScoreConfig, TrainConfig, check_overrides, validate
+from tfnas.schema import ConfigError, ScoreConfig, TrainConfig, check_overrides, options_help, validate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,3 +119,32 @@ def test_single_run_beyond_the_space_fails_and_a_multirun_warns(data_dir, tmp_pa
     assert multi.returncode == 0, multi.stderr
     warnings = [line for line in (multi.stdout + multi.stderr).splitlines() if "is beyond the space" in line]
     assert len(warnings) == 1 and "arch=10 is beyond the space" in warnings[0] and "WARNING" in warnings[0]
+
+
+@pytest.mark.parametrize("task, options", [
+    ("score", ["arch", "paper_compat", "shard_size", "threads", "python -m tfnas.metrics nasbench_nlp",
+               "space: lts_gpt2_lm1b, lts_gpt2_wt103, nasbench_bert, nasbench_nlp", "'arch=range(0,4000)'"]),
+    ("train", ["experiment=quick_bert", "ckpt_path", "quick_gpt: lts_gpt2_wt103"]),
+    ("analyze", ["results_dir", "results/ -> results/analysis/", "folds", "[an integer >= 2]"]),
+])
+def test_help_shows_the_tfnas_options(task, options, tmp_path):
+    proc = _run(f"{task}.py", "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for text in options:
+        assert text in proc.stdout, text
+    for line in options_help(task).splitlines():
+        assert line in proc.stdout
+
+
+def test_metrics_of_a_space_by_the_name_the_user_types(tmp_path):
+    proc = _run("tfnas.metrics", "nasbench_nlp", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("space=nasbench_nlp (model family rnn): 17 metrics")
+    (hc,) = [line for line in lines if line[2:].startswith("hidden_covariance ")]
+    assert hc.startswith("* ") and "Hidden covariance of each layer" in hc and "hidden_covariance_l3" in hc
+    assert any(line.startswith("  synflow ") for line in lines)  # a proxy: not in the default set
+    bad = _run("tfnas.metrics", "nasbench_nl", cwd=tmp_path)
+    assert bad.returncode == 1
+    assert bad.stderr.splitlines() == ["python -m tfnas.metrics: no space 'nasbench_nl'; the spaces: "
+                                       "lts_gpt2_lm1b, lts_gpt2_wt103, nasbench_bert, nasbench_nlp"]
