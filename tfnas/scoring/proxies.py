@@ -6,7 +6,8 @@ and calling :func:`register_proxies` with its name (see
 module holds what is the same in every family: what each pass returns, each
 proxy as a pure function of those outputs, and the arithmetic the passes
 share (SynFlow's log-space sum, the Fisher terms, GraSP's Hessian-gradient
-product).
+product; for the transformer families the loss pass's backward and Zen's
+LayerNorm forwards).
 
 Adaptation to token inputs: the input x of a proxy is the embedding output;
 the loss is the family's language-model loss (RNN: next-token cross-entropy
@@ -53,6 +54,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -263,6 +265,86 @@ def log_positive(v: Tensor, what: str, zero_reason: str) -> float:
     if v <= 0:
         raise UndefinedScore(f"{what}: {zero_reason}")
     return math.log(v)
+
+
+def loss_outputs(
+    loss: Tensor, named: list[tuple[str, Tensor]], acts: list[tuple[str, Tensor, int]] | None, hvp: bool
+) -> LossOutputs:
+    """The backward of a loss pass whose proxy weights are the model's own tensors (BERT, GPT).
+
+    One :func:`torch.autograd.grad` of L to θ and to the recorded op outputs,
+    built with ``create_graph`` when ``hvp``; a tensor that L does not reach
+    gets a zero gradient.
+
+    Args:
+        loss: L, a scalar.
+        named: (name, θ_p) of every proxy weight.
+        acts: for Fisher, (name, output a, channel axis of a) of every linear op
+            recorded in the forward; None when Fisher is not asked for.
+        hvp: also compute GraSP's H g (:func:`hessian_grad`).
+
+    Returns:
+        :class:`LossOutputs` (``fisher`` None when ``acts`` is None).
+    """
+    theta = [w for _, w in named]
+    outs = [a for _, a, _ in acts or []]
+    grads = torch.autograd.grad(loss, [*theta, *outs], create_graph=hvp, allow_unused=True)
+    g_theta = [torch.zeros_like(t) if g is None else g for t, g in zip(theta, grads[: len(theta)])]
+    fisher = None
+    if acts is not None:
+        fisher = [(name, fisher_terms(a, torch.zeros_like(a) if g is None else g.detach(), channel_dim))
+                  for (name, a, channel_dim), g in zip(acts, grads[len(theta) :])]  # fmt: skip
+    hg = hessian_grad(theta, g_theta) if hvp else None
+    return LossOutputs(float(loss.detach()), [n for n, _ in named], [t.detach() for t in theta],
+                       [g.detach() for g in g_theta], hg, fisher)  # fmt: skip
+
+
+def layer_norm_zen(
+    f: Callable[[Tensor], Tensor], body: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, device, seed: int
+) -> ZenOutputs:
+    """Zen-score's forwards (Lin et al. 2021) on a LayerNorm network (BERT, GPT): x, ε ~ N(0, 1) of ``shape``.
+
+    x and then ε are drawn on the CPU from a generator seeded with ``seed`` and
+    moved to ``device`` and ``dtype``. Δ = mean over samples (axis 0) of the
+    sum over positions and features of |f(x) − f(x + 0.01 ε)|, in float64. Zen's
+    batch-norm term Σ ln √(mean running variance) becomes, for LayerNorm, the
+    sum over every ``nn.LayerNorm`` in ``body`` of ln √(mean over positions of
+    the variance of its input over features), measured in the forward of f(x).
+
+    Args:
+        f: the network, [B, S, H] -> [B, S, H'] (run without gradients).
+        body: the module whose LayerNorms count.
+        shape: [B, S, H] of the inputs.
+        dtype, device: of the inputs.
+        seed: the scoring seed.
+
+    Raises:
+        UndefinedScore: Δ = 0, a LayerNorm input with zero variance, or an overflow.
+    """
+    g = seeded_generator(seed)
+    x = torch.randn(shape, generator=g).to(device, dtype)
+    eps = torch.randn(shape, generator=g).to(device, dtype)
+    variances: list[Tensor] = []
+    recording = [True]
+
+    def pre_hook(m, inputs):
+        if recording[0]:
+            variances.append(inputs[0].detach().double().var(dim=-1, unbiased=False).mean())
+
+    handles = [m.register_forward_pre_hook(pre_hook) for m in body.modules() if isinstance(m, nn.LayerNorm)]
+    try:
+        with torch.no_grad():
+            f0 = f(x).double()
+            recording[0] = False
+            f1 = f(x + ZEN_GAMMA * eps).double()
+    finally:
+        for h in handles:
+            h.remove()
+    delta = (f0 - f1).abs().sum(dim=(1, 2)).mean()
+    log_scale = 0.0
+    for v in variances:
+        log_scale += 0.5 * log_positive(v, "zen", "a LayerNorm input has zero variance (log undefined)")
+    return ZenOutputs(log_positive(delta, "zen", "f(x) = f(x + γε) exactly (Δ = 0, log undefined)"), log_scale)
 
 
 # --------------------------------------------------------------------------- the proxies

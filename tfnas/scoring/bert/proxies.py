@@ -25,14 +25,12 @@ from tfnas.scoring.api import ScoringContext, UndefinedScore, register_pass
 from tfnas.scoring.bert.mlm import MASK_PROB, MASK_TOKEN_ID, SPECIAL_TOKEN_IDS, mask_tokens
 from tfnas.scoring.bert.passes import encoder_layers
 from tfnas.scoring.proxies import (
-    ZEN_GAMMA,
     CodesOutputs,
     LossOutputs,
     SynflowOutputs,
     ZenOutputs,
-    fisher_terms,
-    hessian_grad,
-    log_positive,
+    layer_norm_zen,
+    loss_outputs,
     register_proxies,
     seeded_generator,
     synflow_copy,
@@ -81,7 +79,6 @@ def _bert_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
         seeded_generator(ctx.seed),
     )
     named = proxy_weights(model)
-    theta = [w for _, w in named]
     want_fisher = ctx.wants("fisher")
     acts: list[tuple[str, Tensor, int]] = []
     handles = []
@@ -102,20 +99,7 @@ def _bert_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
             h.remove()
     logits = head(out[chosen])
     loss = F.cross_entropy(logits, ids[chosen])
-    act_tensors = [a for _, a, _ in acts]
-    grads = torch.autograd.grad(loss, [*theta, *act_tensors], create_graph=hvp, allow_unused=True)
-    g_theta = [torch.zeros_like(t) if g is None else g for t, g in zip(theta, grads[: len(theta)])]
-    fisher = None
-    if want_fisher:
-        fisher = []
-        for (name, a, ch), g in zip(acts, grads[len(theta) :]):
-            g = torch.zeros_like(a) if g is None else g.detach()
-            fisher.append((name, fisher_terms(a, g, ch)))
-    hg = hessian_grad(theta, g_theta) if hvp else None
-    names = [n for n, _ in named]
-    return LossOutputs(
-        float(loss.detach()), names, [t.detach() for t in theta], [g.detach() for g in g_theta], hg, fisher
-    )
+    return loss_outputs(loss, named, acts if want_fisher else None, hvp)
 
 
 @register_pass("bert", "proxy_loss", served_by=("proxy_loss_hvp",), captures=("fisher",))
@@ -203,37 +187,16 @@ def bert_zen_pass(ctx: ScoringContext) -> ZenOutputs:
     Δ = mean over samples of Σ_{s,h} |f(x) − f(x + 0.01 ε)|. Zen's batch-norm
     term Σ ln √(mean running variance) becomes, for LayerNorm, Σ over the
     encoder's LayerNorms of ln √(mean over tokens of the variance of the
-    LayerNorm's input over features), measured in the forward of f(x).
+    LayerNorm's input over features), measured in the forward of f(x)
+    (:func:`~tfnas.scoring.proxies.layer_norm_zen`).
     """
     model = ctx.model
     encoder_layers(model)
     ids, _, _ = _inputs(ctx)
-    dtype = next(model.parameters()).dtype
-    g = seeded_generator(ctx.seed)
     shape = (ids.shape[0], ids.shape[1], model.config.hidden_size)
-    x = torch.randn(shape, generator=g).to(ids.device, dtype)
-    eps = torch.randn(shape, generator=g).to(ids.device, dtype)
-    variances: list[Tensor] = []
-    recording = [True]
-
-    def pre_hook(m, inputs):
-        if recording[0]:
-            variances.append(inputs[0].detach().double().var(dim=-1, unbiased=False).mean())
-
-    handles = [m.register_forward_pre_hook(pre_hook) for m in model.encoder.modules() if isinstance(m, nn.LayerNorm)]
-    try:
-        with torch.no_grad():
-            f0 = model.encode(x, None).last_hidden_state.double()
-            recording[0] = False
-            f1 = model.encode(x + ZEN_GAMMA * eps, None).last_hidden_state.double()
-    finally:
-        for h in handles:
-            h.remove()
-    delta = (f0 - f1).abs().sum(dim=(1, 2)).mean()
-    log_scale = 0.0
-    for v in variances:
-        log_scale += 0.5 * log_positive(v, "zen", "a LayerNorm input has zero variance (log undefined)")
-    return ZenOutputs(log_positive(delta, "zen", "f(x) = f(x + γε) exactly (Δ = 0, log undefined)"), log_scale)
+    dtype = next(model.parameters()).dtype
+    return layer_norm_zen(lambda x: model.encode(x, None).last_hidden_state, model.encoder, shape, dtype, ids.device,
+                          ctx.seed)  # fmt: skip
 
 
 register_proxies("bert")

@@ -21,16 +21,13 @@ from torch import Tensor, nn
 from tfnas.scoring.api import ScoringContext, UndefinedScore, register_pass
 from tfnas.scoring.gpt.passes import decoder, input_ids
 from tfnas.scoring.proxies import (
-    ZEN_GAMMA,
     CodesOutputs,
     LossOutputs,
     SynflowOutputs,
     ZenOutputs,
-    fisher_terms,
-    hessian_grad,
-    log_positive,
+    layer_norm_zen,
+    loss_outputs,
     register_proxies,
-    seeded_generator,
     synflow_copy,
     synflow_log_score,
 )
@@ -48,30 +45,20 @@ def _loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
     if ids.shape[1] < 2:
         raise UndefinedScore("the scoring batch has sequences of one token: nothing to predict")
     named = proxy_weights(model)
-    theta = [w for _, w in named]
     want_fisher = ctx.wants("fisher")
-    acts: list[tuple[str, Tensor]] = []
+    acts: list[tuple[str, Tensor, int]] = []
     handles = []
     if want_fisher:
         for name, mod in model.transformer.h.named_modules():
             if isinstance(mod, nn.Linear):
-                handles.append(mod.register_forward_hook(lambda m, i, o, name=name: acts.append((f"h.{name}", o))))
+                handles.append(mod.register_forward_hook(lambda m, i, o, name=name: acts.append((f"h.{name}", o, 2))))
     try:
         hidden = model.transformer(ids)["last_hidden_state"]
     finally:
         for h in handles:
             h.remove()
     loss = model.nll(hidden[:, :-1], ids[:, 1:]).mean()
-    act_tensors = [a for _, a in acts]
-    grads = torch.autograd.grad(loss, [*theta, *act_tensors], create_graph=hvp, allow_unused=True)
-    g_theta = [torch.zeros_like(t) if g is None else g for t, g in zip(theta, grads[: len(theta)])]
-    fisher = None
-    if want_fisher:
-        fisher = [(name, fisher_terms(a, torch.zeros_like(a) if g is None else g.detach(), 2))
-                  for (name, a), g in zip(acts, grads[len(theta):])]  # fmt: skip
-    hg = hessian_grad(theta, g_theta) if hvp else None
-    return LossOutputs(float(loss.detach()), [n for n, _ in named], [t.detach() for t in theta],
-                       [g.detach() for g in g_theta], hg, fisher)  # fmt: skip
+    return loss_outputs(loss, named, acts if want_fisher else None, hvp)
 
 
 @register_pass("gpt", "proxy_loss", served_by=("proxy_loss_hvp",), captures=("fisher",))
@@ -144,36 +131,14 @@ def gpt_zen_pass(ctx: ScoringContext) -> ZenOutputs:
     samples of Σ_{s,d} |f(x) − f(x + 0.01 ε)|; the batch-norm term becomes
     Σ over every LayerNorm (each block's two and the final one) of ln √(mean
     over tokens of the variance of its input over features), measured in the
-    forward of f(x), as for NAS-Bench-BERT.
+    forward of f(x), as for NAS-Bench-BERT (:func:`~tfnas.scoring.proxies.layer_norm_zen`).
     """
     model = decoder(ctx.model)
     ids = input_ids(ctx)
-    dtype = next(model.parameters()).dtype
-    g = seeded_generator(ctx.seed)
-    shape = (ids.shape[0], ids.shape[1], model.config.d_model)
-    x = torch.randn(shape, generator=g).to(ids.device, dtype)
-    eps = torch.randn(shape, generator=g).to(ids.device, dtype)
-    variances: list[Tensor] = []
-    recording = [True]
-
-    def pre_hook(m, inputs):
-        if recording[0]:
-            variances.append(inputs[0].detach().double().var(dim=-1, unbiased=False).mean())
-
     body = model.transformer
-    handles = [m.register_forward_pre_hook(pre_hook) for m in body.modules() if isinstance(m, nn.LayerNorm)]
-    try:
-        with torch.no_grad():
-            f0 = body.decode(x)["last_hidden_state"].double()
-            recording[0] = False
-            f1 = body.decode(x + ZEN_GAMMA * eps)["last_hidden_state"].double()
-    finally:
-        for h in handles:
-            h.remove()
-    delta = (f0 - f1).abs().sum(dim=(1, 2)).mean()
-    log_scale = sum(0.5 * log_positive(v, "zen", "a LayerNorm input has zero variance (log undefined)")
-                    for v in variances)  # fmt: skip
-    return ZenOutputs(log_positive(delta, "zen", "f(x) = f(x + γε) exactly (Δ = 0, log undefined)"), float(log_scale))
+    shape = (ids.shape[0], ids.shape[1], model.config.d_model)
+    dtype = next(model.parameters()).dtype
+    return layer_norm_zen(lambda x: body.decode(x)["last_hidden_state"], body, shape, dtype, ids.device, ctx.seed)
 
 
 register_proxies("gpt")
