@@ -142,7 +142,7 @@ def test_metrics_of_a_space_by_the_name_the_user_types(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("space=nasbench_nlp (model family rnn): 17 metrics")
     (hc,) = [line for line in lines if line[2:].startswith("hidden_covariance ")]
-    assert hc.startswith("* ") and "Hidden covariance of each layer" in hc and "hidden_covariance_l3" in hc
+    assert hc.startswith("* ") and "Hidden covariance of each layer" in hc and hc.endswith("-> hidden_covariance_l1..l3")
     assert any(line.startswith("  synflow ") for line in lines)  # a proxy: not in the default set
     bad = _run("tfnas.metrics", "nasbench_nl", cwd=tmp_path)
     assert bad.returncode == 1

@@ -62,6 +62,21 @@ def summary(doc: str | None, width: int = 100) -> str:
     return first if len(first) <= width else first[: width - 1].rstrip() + "…"
 
 
+def score_names(outputs: Sequence[str]) -> str:
+    """The score names a metric writes, numbered runs shortened: ``hidden_covariance_l1..l16, hidden_covariance_last``."""
+    out, numbered = [], {}
+    for name in outputs:
+        m = re.fullmatch(r"(.*_l)(\d+)", name)
+        if m:
+            if m.group(1) not in numbered:
+                numbered[m.group(1)] = []
+                out.append(m.group(1))
+            numbered[m.group(1)].append(int(m.group(2)))
+        else:
+            out.append(name)
+    return ", ".join(f"{n}{min(numbered[n])}..l{max(numbered[n])}" if n in numbered else n for n in out)
+
+
 def describe(space: str) -> list[str]:
     """The lines printed for ``space``: a heading, then one line per metric.
 
@@ -79,7 +94,7 @@ def describe(space: str) -> list[str]:
     width = max(map(len, names))
     for name in names:
         m = METRICS[(family, name)]
-        scores = f" -> {', '.join(m.outputs)}" if m.outputs != (name,) else ""
+        scores = f" -> {score_names(m.outputs)}" if m.outputs != (name,) else ""
         lines.append(f"{'*' if name in default else ' '} {name:<{width}}  {summary(m.fn.__doc__)}{scores}")
     return lines
 
