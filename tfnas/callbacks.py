@@ -29,6 +29,10 @@ class TrainingFreeScores(pl.Callback):
     hooks under ``torch.inference_mode``; the engine lifts it), then its mode
     is restored. Scores go to every logger of the trainer under
     ``score/<name>`` at step ``log_step``, and are kept in :attr:`result`.
+    The device the module was on is kept in :attr:`device` (``"cpu"``,
+    ``"cuda:0"``), and on a CUDA device the peak memory allocated by torch
+    while scoring, in bytes (``torch.cuda.max_memory_allocated`` after a
+    reset, so the model's own weights count), in :attr:`peak_memory`.
 
     Args:
         family: the network's model family, ``"rnn"`` or ``"bert"`` (a space's ``family``).
@@ -54,6 +58,8 @@ class TrainingFreeScores(pl.Callback):
         self.family, self.batch, self.metrics = family, batch, list(metrics)
         self.seed, self.paper_compat, self.log_step = seed, paper_compat, log_step
         self.result: engine.ScoreResult | None = None
+        self.device: str | None = None
+        self.peak_memory: int | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not isinstance(getattr(pl_module, "model", None), torch.nn.Module):
@@ -61,10 +67,17 @@ class TrainingFreeScores(pl.Callback):
         registry.get(self.family, self.metrics)  # unknown names fail before any work
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        batch = move_batch(self.batch, pl_module.device)
+        device = pl_module.device
+        self.device = str(device)
+        cuda = device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        batch = move_batch(self.batch, device)
         self.result = engine.score(
             self.family, pl_module.model, batch, self.metrics, seed=self.seed, paper_compat=self.paper_compat
         )
+        if cuda:
+            self.peak_memory = int(torch.cuda.max_memory_allocated(device))
         for logger in trainer.loggers:
             logger.log_metrics({f"score/{k}": v for k, v in self.result.scores.items()}, step=self.log_step)
 

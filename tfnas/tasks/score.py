@@ -124,6 +124,9 @@ class ScoreJob(ArchitectureJob):
             result = callback.result
             rec.scores, rec.reasons = result.scores, result.reasons
             rec.extra["score_seconds"] = result.seconds
+            rec.extra["device"] = callback.device
+            if callback.peak_memory is not None:  # CUDA only: bytes torch allocated at most while scoring
+                rec.extra["cuda_peak_bytes"] = callback.peak_memory
             failed = [k for k, r in result.reasons.items() if r.startswith("error:")]
             if result.scores and len(failed) == len(result.scores):
                 rec.status, rec.error = "error", result.reasons[failed[0]]
