@@ -45,7 +45,7 @@ def _records(results_dir: Path) -> list[dict]:
 
 def test_shard_writes_one_record_each_logs_tensorboard_and_resumes(data_dir, tmp_path):
     cfg = _cfg(data_dir, tmp_path, "shard=0", "shard_size=3")
-    assert score(cfg) == {"ok": 3, "error": 0, "skipped": 0, "out_of_range": 0}
+    assert score(cfg) == {"ok": 3, "error": 0, "skipped": 0, "claimed": 0, "out_of_range": 0}
     recs = sorted(_records(tmp_path / "results"), key=lambda r: r["arch"])
     assert [r["arch"] for r in recs] == [0, 1, 2]
     for r in recs:
@@ -62,7 +62,7 @@ def test_shard_writes_one_record_each_logs_tensorboard_and_resumes(data_dir, tmp
     assert steps == {r["arch"]: pytest.approx(r["scores"]["num_params"]) for r in recs}
     # Rerun: nothing recomputed, files untouched.
     mtimes = [p.stat().st_mtime_ns for p in results.iter_record_files(tmp_path / "results")]
-    assert score(cfg) == {"ok": 0, "error": 0, "skipped": 3, "out_of_range": 0}
+    assert score(cfg) == {"ok": 0, "error": 0, "skipped": 3, "claimed": 0, "out_of_range": 0}
     assert mtimes == [p.stat().st_mtime_ns for p in results.iter_record_files(tmp_path / "results")]
 
 
@@ -72,7 +72,7 @@ def test_failing_architecture_is_recorded_and_the_sweep_goes_on(data_dir, tmp_pa
     path = tmp_path / "recipes.json"
     path.write_text(json.dumps([recipes[0], bad, recipes[0]]))
     cfg = _cfg(data_dir, tmp_path, f"space.benchmark={path}", "shard=0", "shard_size=10")
-    assert score(cfg) == {"ok": 2, "error": 1, "skipped": 0, "out_of_range": 0}
+    assert score(cfg) == {"ok": 2, "error": 1, "skipped": 0, "claimed": 0, "out_of_range": 0}
     (err,) = [r for r in _records(tmp_path / "results") if r["status"] == "error"]
     assert err["arch"] == 1 and "ghost" in err["error"] and "RecipeError" in err["error"]
 

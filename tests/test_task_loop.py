@@ -60,7 +60,7 @@ def test_shard_runs_its_block_clipped_saves_and_resumes(tmp_path):
     job = CountingJob(_cfg(tmp_path, shard=1, shard_size=4))
     out = loop.run_job(job)
     assert job.prepared == [[4]] and job.ran == [4] and out.counts() == {"ok": 1, "error": 0, "skipped": 0,
-                                                                            "out_of_range": 0}
+                                                                            "claimed": 0, "out_of_range": 0}
     job = CountingJob(_cfg(tmp_path, shard=0))
     out = loop.run_job(job)
     assert job.ran == [0, 1, 2, 3] and (out.ok, out.error) == (3, 1)
@@ -86,8 +86,8 @@ def test_out_of_range_job_prepares_nothing_and_warns_once(tmp_path, caplog, monk
         for arch in (5, 6):
             job = CountingJob(_cfg(tmp_path, arch=arch))
             out = loop.run_job(job)
-            assert out.counts_with_last_record() == {"ok": 0, "error": 0, "skipped": 0, "out_of_range": 1,
-                                                     "record": None, "truth": {}}
+            assert out.counts_with_last_record() == {"ok": 0, "error": 0, "skipped": 0, "claimed": 0,
+                                                     "out_of_range": 1, "record": None, "truth": {}}
             assert job.prepared == [] and job.ran == []
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "arch=5 is beyond the space: fake_space has 5 architectures" in warnings[0].message
@@ -141,8 +141,8 @@ def test_score_py_end_to_end_on_synthetic_data(synthetic_data_dir, tmp_path):
         cfg = compose("score", overrides=[f"paths.data_dir={synthetic_data_dir}", f"paths.results_dir={tmp_path}",
                                           "metrics.names=[num_params,hidden_covariance]", "logger=none", "threads=1",
                                           "space.model.emsize=8", "space.model.nhid=8", "shard=0", "shard_size=10"])
-    assert score(cfg) == {"ok": 3, "error": 0, "skipped": 0, "out_of_range": 0}
+    assert score(cfg) == {"ok": 3, "error": 0, "skipped": 0, "claimed": 0, "out_of_range": 0}
     recs = sorted((results.load(p) for p in results.iter_record_files(tmp_path)), key=lambda r: r["arch"])
     assert [r["benchmark_id"] for r in recs] == ["1000000", "1000001", "1000002"]
     assert all(r["truth"]["status"] == "OK" and r["scores"]["num_params"] > 0 for r in recs)
-    assert score(cfg) == {"ok": 0, "error": 0, "skipped": 3, "out_of_range": 0}
+    assert score(cfg) == {"ok": 0, "error": 0, "skipped": 3, "claimed": 0, "out_of_range": 0}

@@ -245,28 +245,87 @@ def one_line_errors(*errors: type[BaseException]) -> Callable[[Callable], Callab
     return wrap
 
 
+#: The sweeper whose job list :func:`tfnas.tasks.progress.plan_jobs` reproduces.
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+#: Jobs per launch (``hydra.sweeper.max_batch_size``) by launcher; see :func:`max_batch_size`.
+BATCH_BASIC, BATCH_ARRAY = 20, 1000
+
+
+def max_batch_size(launcher: Any, cores: int | None = None) -> int:
+    """Jobs Hydra's basic sweeper hands the launcher ``launcher`` at once (``hydra.sweeper.max_batch_size``).
+
+    Before launching a batch the sweeper composes the config of every job of
+    it (about 0.1 s each on a 2-core machine), silently, so a batch of 1,000
+    jobs keeps a sweep quiet for minutes. Hence:
+
+    - the basic launcher (one job after the other, in this process):
+      :data:`BATCH_BASIC` (the first job starts within seconds);
+    - joblib: ten jobs per worker process (``n_jobs``), so that the workers
+      stay busy to the end of each batch;
+    - submitit (SLURM), Ray and any other: :data:`BATCH_ARRAY`, one SLURM
+      job array per batch, below SLURM's usual ``MaxArraySize`` of 1,001.
+
+    Args:
+        launcher: the ``hydra.launcher`` config.
+        cores: cores of this machine (default: this process's affinity mask).
+    """
+    target = str(launcher.get("_target_", "")) if launcher is not None else ""
+    if target.endswith("BasicLauncher"):
+        return BATCH_BASIC
+    if "joblib" in target:
+        cores = available_cores() if cores is None else cores
+        return min(BATCH_ARRAY, 10 * joblib_workers(launcher.get("n_jobs", -1), cores))
+    return BATCH_ARRAY
+
+
+_register("tfnas_max_batch_size", max_batch_size)
+
+
 class SweepSummary(Callback):
-    """Pins the output paths at the start of a multirun and tabulates the records at its end.
+    """Pins the output paths and plans the progress at the start of a multirun; tabulates the records at its end.
 
     At the start (in the launching process) the results folder is resolved
     once, so ``tfnas_launch_dir`` is cached before the jobs' configs are
     made: every job, whatever its working directory, writes to the same
-    folder. At the end, every record of ``results_dir`` is collected into
+    folder; and the sweep's plan (its start time and jobs) is written into
+    the Hydra sweep folder, from which every job's progress lines count the
+    architectures done of how many (:mod:`tfnas.tasks.progress`). At the end,
+    every record of ``results_dir`` is collected into
     ``{results_dir}/{space}/records.csv`` (one row per record: arch,
     benchmark id, status, error, ground truth and every score) and the
-    totals are logged. Records stay the source of truth; the table is
+    totals are logged: the sweep's (run, skipped, claimed by another
+    process) and the folder's. Records stay the source of truth; the table is
     rebuilt each time (also by ``python -m tfnas.collect RESULTS_DIR``).
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from tfnas.tasks.progress import write_plan
+
         try:
             log.info(f"results -> {config.results_dir}")
         except Exception as exc:  # a bad path shows up again, with context, in the first job
             log.warning(f"could not resolve results_dir at launch: {type(exc).__name__}: {exc}")
+        hydra_cfg = config.hydra
+        try:
+            overrides = None
+            if hydra_cfg.sweeper.get("_target_") == BASIC_SWEEPER:
+                params = hydra_cfg.sweeper.get("params") or {}
+                overrides = [f"{k}={v}" for k, v in params.items()] + list(hydra_cfg.overrides.task)
+            write_plan(hydra_cfg.sweep.dir, overrides)
+        except Exception as exc:  # progress lines then count each job's own architectures
+            log.warning(f"progress of the whole sweep not available: {type(exc).__name__}: {exc}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from tfnas.collect import collect
+        from tfnas.tasks.progress import summary
 
+        try:
+            line = summary(config.hydra.sweep.dir, verb={"score": "scored", "train": "trained"}.get(
+                str(config.hydra.job.name), "run"))
+            if line:
+                log.info(f"this sweep: {line}")
+        except Exception as exc:
+            log.warning(f"could not read the sweep's progress log: {type(exc).__name__}: {exc}")
         try:
             collect(config.results_dir)
         except Exception as exc:  # the sweep's records are safe; a table failure must not look like a sweep failure

@@ -19,6 +19,17 @@ the record's ``reasons`` say why a score is not finite. :func:`load` and
 of version 1, which held bare ``NaN`` / ``Infinity`` tokens (a Python
 extension of JSON).
 
+Claims. Several processes may sweep into one folder at once (two identical
+sweeps, a rerun started while the first still runs). While a process scores an
+architecture it holds a *claim* on its record, :func:`claim`: the lock file
+``arch_{arch:06d}_{config_hash}.claim`` beside the record, locked with
+``flock`` through the ``filelock`` library and naming its holder (pid, host,
+time). Another process that finds the claim held skips the architecture. The
+kernel releases the lock when its process ends, however it ends (``kill -9``
+included), so a claim file left behind by a killed job is stale: the next
+process takes it over. On a network filesystem the lock needs the filesystem's
+lock support (NFSv4, Lustre mounted with ``flock``).
+
 Only this module writes records; only :mod:`tfnas.analysis` reads them in bulk.
 """
 
@@ -28,11 +39,16 @@ import hashlib
 import json
 import math
 import os
+import socket
 import tempfile
+import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+import filelock
 
 #: 2: non-finite floats as the strings of :data:`NON_FINITE` (strict JSON); 1: bare NaN / Infinity tokens.
 RECORD_VERSION = 2
@@ -215,3 +231,66 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: not a tfnas result record")
     return rec
 
+
+
+# ---------------------------------------------------------------------------- claims
+
+
+def claim_path(path: str | os.PathLike) -> Path:
+    """The claim (lock) file of the record at ``path``: ``arch_<i>_<hash>.claim`` beside it."""
+    path = Path(path)
+    return path.with_name(path.stem + ".claim")
+
+
+@dataclass
+class Claim:
+    """The outcome of :func:`claim`.
+
+    Attributes:
+        held: True when this process holds the claim (the work is its own).
+        holder: who holds it when ``held`` is False, as written in the claim
+            file (``"pid 123 on host h since 2026-12-02T11:00:00Z"``), or
+            ``"unknown"`` when the holder has not written it yet.
+    """
+
+    held: bool
+    holder: str = ""
+
+
+@contextmanager
+def claim(path: str | os.PathLike) -> Iterator[Claim]:
+    """Claim the record at ``path`` for this process while the ``with`` block runs (see the module docstring).
+
+    Never waits: when another live process holds the claim, yields
+    ``Claim(held=False, holder=...)`` at once and the caller skips the work.
+    Otherwise takes the claim, a stale one left by a dead process included,
+    writes this process's pid, host and time into the claim file, and yields
+    ``Claim(held=True)``; on leaving the block the claim file is removed
+    (still under the lock, so a process that opened it meanwhile cannot take
+    it) and the lock released. A caller re-checks the record after taking the
+    claim: its holder may have finished it just before.
+
+    Raises:
+        OSError: the record's folder cannot be created or the claim file not written.
+    """
+    cpath = claim_path(path)
+    cpath.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(cpath), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        try:
+            holder = cpath.read_text().strip() or "unknown"
+        except OSError:
+            holder = "unknown"
+        yield Claim(False, holder)
+        return
+    try:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        cpath.write_text(f"pid {os.getpid()} on host {socket.gethostname()} since {stamp}\n")
+        yield Claim(True)
+    finally:
+        try:
+            cpath.unlink(missing_ok=True)
+        finally:
+            lock.release()

@@ -12,10 +12,13 @@ does the rest, the same way for every task and model family:
 2. :meth:`ArchitectureJob.prepare`: what the job's architectures share (data,
    loggers) and the settings that enter every record's config hash;
 3. for each architecture, in order: its config hash and record path; skipped
-   when a finished record is there (resume, unless ``overwrite=true``), else
-   :meth:`ArchitectureJob.run_one` (which never raises for the
-   architecture's own faults), the record written atomically, and one
-   progress line;
+   when a finished record is there (resume, unless ``overwrite=true``);
+   skipped when another process holds its claim (:func:`tfnas.results.claim`:
+   two sweeps into one folder share the work instead of doubling it); else,
+   under the claim, :meth:`ArchitectureJob.run_one` (which never raises for
+   the architecture's own faults) and the record written atomically. Every
+   architecture, run or skipped, gives one progress line: done of how many
+   in the sweep, the rate and the time left (:mod:`tfnas.tasks.progress`);
 4. the job's counts (:class:`JobResult`).
 
 The trainings also share :func:`resume_checkpoint` (which checkpoint a run
@@ -37,6 +40,7 @@ from omegaconf import DictConfig
 
 from tfnas import results
 from tfnas.schema import ConfigError, ScoreConfig, check_value
+from tfnas.tasks import progress
 from tfnas.tasks.runtime import to_container
 
 #: Trainer settings that change a trained model, per model family (part of the record's config hash).
@@ -59,6 +63,7 @@ class JobResult:
     Attributes:
         ok, error: architectures run, by record status.
         skipped: architectures whose finished record was already there.
+        claimed: architectures skipped because another process was running them (held their claim).
         out_of_range: 1 when the job's architectures are all beyond the space, else 0.
         records: ``(path, record dict)`` of every architecture of the job, run or skipped, in order.
     """
@@ -66,12 +71,14 @@ class JobResult:
     ok: int = 0
     error: int = 0
     skipped: int = 0
+    claimed: int = 0
     out_of_range: int = 0
     records: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        """``{"ok", "error", "skipped", "out_of_range"}``."""
-        return {"ok": self.ok, "error": self.error, "skipped": self.skipped, "out_of_range": self.out_of_range}
+        """``{"ok", "error", "skipped", "claimed", "out_of_range"}``."""
+        return {"ok": self.ok, "error": self.error, "skipped": self.skipped, "claimed": self.claimed,
+                "out_of_range": self.out_of_range}
 
     def counts_with_last_record(self) -> dict[str, Any]:
         """:meth:`counts` plus ``record`` (the path of the job's last record, None when it has none) and
@@ -138,13 +145,22 @@ def job_indices(cfg: DictConfig, size: int) -> list[int]:
         ConfigError: a non-integer ``arch``, ``shard`` or ``shard_size``, a
             negative ``arch`` or ``shard``, or ``shard_size`` < 1.
     """
-    if cfg.get("shard") is not None:
-        for key in ("shard", "shard_size"):
-            check_value(ScoreConfig, key, cfg[key])
-        start = cfg.shard * cfg.shard_size
-        return list(range(start, min(start + cfg.shard_size, size)))
-    check_value(ScoreConfig, "arch", cfg.arch)
-    return [cfg.arch] if cfg.arch < size else []
+    return select(cfg.get("arch"), cfg.get("shard"), cfg.get("shard_size"), size)
+
+
+def select(arch: Any, shard: Any, shard_size: Any, size: int) -> list[int]:
+    """:func:`job_indices` from the option values (``shard`` None: ``[arch]``, else the shard's block).
+
+    Raises:
+        ConfigError: as :func:`job_indices`.
+    """
+    if shard is not None:
+        for key, value in (("shard", shard), ("shard_size", shard_size)):
+            check_value(ScoreConfig, key, value)
+        start = shard * shard_size
+        return list(range(start, min(start + shard_size, size)))
+    check_value(ScoreConfig, "arch", arch)
+    return [arch] if arch < size else []
 
 
 def single_run() -> bool:
@@ -180,37 +196,112 @@ def run_job(job: ArchitectureJob) -> JobResult:
             _warned_out_of_range = True
         return out
     settings = job.prepare(indices)
+    tracker = _tracker(cfg, len(space), len(indices))
     t_start = time.perf_counter()
+    overwrite = bool(cfg.get("overwrite", False))
     for index in indices:
         chash = results.config_hash(dict(settings, arch=index))
         path = results.record_path(cfg.results_dir, space.name, index, chash)
-        if results.exists(cfg.results_dir, space.name, index, chash) and not cfg.get("overwrite", False):
-            old = results.load(path)
-            if job.is_finished(old):
-                out.skipped += 1
-                out.records.append((path, old))
-                log.info(f"arch {index}: record {path} exists, skipped")
+        if not overwrite and _finished(job, cfg, space, index, chash, path, out, log):
+            log.info(f"{tracker.step(index, 'skipped')} arch {index}: record {path} exists, skipped")
+            continue
+        with results.claim(path) as claim:
+            if not claim.held:
+                out.claimed += 1
+                log.info(f"{tracker.step(index, 'claimed')} arch {index}: claimed by {claim.holder} "
+                         f"({results.claim_path(path).name}), skipped")
                 continue
-            log.info(f"arch {index}: record {path} is an error record ({old.get('error')}); running it again")
-        rec = job.run_one(index, settings, chash)
-        results.save(rec, cfg.results_dir)
+            # The claim's last holder may have finished the record just before this process took it.
+            if not overwrite and _finished(job, cfg, space, index, chash, path, out, log, quiet=True):
+                log.info(f"{tracker.step(index, 'skipped')} arch {index}: record {path} was just written by "
+                         "another process, skipped")
+                continue
+            if job.report_path:
+                log.info(f"arch {index}: record -> {path}")
+            rec = job.run_one(index, settings, chash)
+            results.save(rec, cfg.results_dir)
         out.records.append((path, asdict(rec)))
         setattr(out, rec.status, getattr(out, rec.status) + 1)
-        _report(job, rec, path)
+        _report(job, rec, path, tracker.step(index, rec.status))
     job.finish()
-    log.info(f"done: {out.ok} ok, {out.error} error, {out.skipped} skipped (already done) "
-             f"in {time.perf_counter() - t_start:.1f}s")
+    log.info(f"done: {out.ok} ok, {out.error} error, {out.skipped} skipped (already done), "
+             f"{out.claimed} claimed by another process in {time.perf_counter() - t_start:.1f}s")
     return out
 
 
-def _report(job: ArchitectureJob, rec: results.Record, path: Path) -> None:
+def _finished(job: ArchitectureJob, cfg: DictConfig, space: Any, index: int, chash: str, path: Path,
+              out: JobResult, log: logging.Logger, quiet: bool = False) -> bool:
+    """Whether a finished record of ``index`` is there (then counted as skipped in ``out``)."""
+    if not results.exists(cfg.results_dir, space.name, index, chash):
+        return False
+    old = results.load(path)
+    if job.is_finished(old):
+        out.skipped += 1
+        out.records.append((path, old))
+        return True
+    if not quiet:
+        log.info(f"arch {index}: record {path} is an error record ({old.get('error')}); running it again")
+    return False
+
+
+#: (sweep folder, space size, default selection) -> (start time, architectures) of the sweep, read once per process.
+_sweeps: dict[tuple, tuple[float, int | None]] = {}
+
+
+def _tracker(cfg: DictConfig, size: int, job_total: int) -> progress.Tracker:
+    """The progress tracker of a job of ``job_total`` architectures (inside a Hydra multirun: of its sweep)."""
+    label = f"shard {cfg.shard}" if cfg.get("shard") is not None else None
+    sweep_dir = _multirun_dir()
+    if sweep_dir is None:
+        return progress.Tracker(job_total, label)
+    defaults = {k: cfg.get(k) for k in progress.INDEX_KEYS}
+    key = (str(sweep_dir), size, tuple(defaults.values()))
+    if key not in _sweeps:
+        plan = progress.read_plan(sweep_dir) or {}
+        total = None
+        if "jobs" in plan:
+            def count(job: dict[str, str]) -> int:
+                sel = {k: _plan_value(job[k]) if k in job else defaults[k] for k in progress.INDEX_KEYS}
+                try:
+                    return len(select(sel["arch"], sel["shard"], sel["shard_size"], size))
+                except (ValueError, TypeError):  # a wrong value: that job fails on its own, scoring nothing
+                    return 0
+            total = progress.sweep_total(plan["jobs"], count)
+        _sweeps[key] = (float(plan.get("started", time.time())), total)
+    started, total = _sweeps[key]
+    return progress.Tracker(job_total, label, sweep_dir=sweep_dir, sweep_total=total, started=started)
+
+
+def _plan_value(text: str) -> Any:
+    """An override's value as the plan keeps it (``"17"``, ``"null"``) back as a config value (17, None)."""
+    if text in ("null", "None", "~"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _multirun_dir() -> Path | None:
+    """The Hydra sweep folder when this job is part of a multirun, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        hc = HydraConfig.get()
+    except ValueError:  # not inside a Hydra job (plain Python use, tests)
+        return None
+    return Path(str(hc.sweep.dir)) if hc.mode == RunMode.MULTIRUN else None
+
+
+def _report(job: ArchitectureJob, rec: results.Record, path: Path, where_in_sweep: str) -> None:
     log = logging.getLogger(f"tfnas.{job.verb}")
     ident = f"arch {rec.arch} (id {rec.benchmark_id})" if rec.benchmark_id is not None else f"arch {rec.arch} (generated)"
     where = f" -> {path}" if job.report_path else ""
     if rec.status == "ok":
-        log.info(f"{ident} ok {rec.seconds:.2f}s {job.summary(rec)}{where}")
+        log.info(f"{where_in_sweep} {ident} ok {rec.seconds:.2f}s {job.summary(rec)}{where}")
     else:
-        log.error(f"{ident} ERROR {rec.seconds:.2f}s {rec.error}{where}")
+        log.error(f"{where_in_sweep} {ident} ERROR {rec.seconds:.2f}s {rec.error}{where}")
 
 
 def fmt(value: Any, spec: str = ".6g") -> str:
@@ -225,6 +316,35 @@ def trainer_settings(trainer_cfg: Any, family: str) -> dict[str, Any]:
     """The result-changing Trainer settings of ``trainer_cfg`` for ``family`` (see :data:`RESULT_TRAINER_KEYS`)."""
     t = dict(to_container(trainer_cfg) or {})
     return {k: t.get(k) for k in RESULT_TRAINER_KEYS[family]}
+
+
+def experiment_choice() -> str | None:
+    """The ``experiment`` config chosen on the command line (``quick``), or None (none, or not under Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        choice = HydraConfig.get().runtime.choices.get("experiment")
+    except ValueError:
+        return None
+    return None if choice in (None, "null") else str(choice)
+
+
+def announce_training(cfg: DictConfig, space_name: str, protocol: str, full: str) -> None:
+    """Log, before a training starts, which protocol it runs and where its records and checkpoints go.
+
+    Args:
+        cfg: the train config.
+        space_name: the space's name (the records' and checkpoints' subfolder).
+        protocol: what the configured training does (``"50 epoch(s) of every training window"``).
+        full: the name of the benchmark's protocol (``"NAS-Bench-NLP's 50-epoch protocol"``), said
+            when no ``experiment`` is chosen.
+    """
+    log = logging.getLogger("tfnas.train")
+    exp = experiment_choice()
+    which = f"experiment={exp} (conf/experiment/{exp}.yaml)" if exp else f"{full} (no experiment= chosen)"
+    log.info(f"protocol: {which}: {protocol}")
+    log.info(f"records -> {Path(str(cfg.results_dir)) / space_name}/arch_<i>_<hash>.json; "
+             f"checkpoints -> {run_dir(cfg, space_name, 0, 'x').parent}/arch_<i>_<hash>/")
 
 
 def fresh_start(cfg: DictConfig) -> bool:
