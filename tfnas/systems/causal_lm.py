@@ -231,7 +231,9 @@ class CausalLMSystem(pl.LightningModule):
         for lg in self.trainer.loggers:
             lg.log_metrics(metrics, step=step)
         shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.endswith("/loss"))
-        log.info(f"step {step}: {shown}" + (" (untrained)" if step == 0 and "train/loss" not in metrics else ""))
+        # A trained model's line comes from tfnas.callbacks.TrainingProgress (with steps left and time left).
+        untrained = step == 0 and "train/loss" not in metrics
+        (log.info if untrained else log.debug)(f"step {step}: {shown}" + (" (untrained)" if untrained else ""))
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -268,7 +268,8 @@ class GlueSystem(pl.LightningModule):
             lg.log_metrics({f"{self.task.name}/dev_{k}": v for k, v in row.items() if k not in ("epoch", "seconds")},
                            step=int(self.global_step))
         shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-        log.info(f"{self.task.name} epoch {row['epoch']}: dev_loss={row['dev_loss']:.4f} {shown}")
+        # the progress line of tfnas.callbacks.TrainingProgress shows the same with the time left
+        log.debug(f"{self.task.name} epoch {row['epoch']}: dev_loss={row['dev_loss']:.4f} {shown}")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tfnas_glue"] = {"history": list(self.history)}

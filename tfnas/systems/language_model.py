@@ -297,7 +297,9 @@ class LanguageModelSystem(pl.LightningModule):
         for lg in self.trainer.loggers:
             lg.log_metrics(metrics, step=epoch)
         shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.endswith("/loss"))
-        log.info(f"epoch {epoch}: {shown}" + (f" ({row['seconds']:.1f}s)" if "seconds" in row else " (untrained)"))
+        # A trained epoch's line comes from tfnas.callbacks.TrainingProgress (with epochs left and time left).
+        (log.debug if "seconds" in row else log.info)(
+            f"epoch {epoch}: {shown}" + (f" ({row['seconds']:.1f}s)" if "seconds" in row else " (untrained)"))
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -55,13 +55,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from tfnas import results
-from tfnas.callbacks import InitialScores
+from tfnas.callbacks import InitialScores, TrainingProgress
 from tfnas.data.ptb_datamodule import PTBDataModule
 from tfnas.models.awd_lm import count_parameters
 from tfnas.schema import TrainConfig, validate
 from tfnas.systems.common import TrainingDiverged
 from tfnas.systems.language_model import LanguageModelSystem
-from tfnas.tasks.loop import ArchitectureJob, fmt, resume_checkpoint, run_dir, run_job, trainer_settings
+from tfnas.tasks.loop import (ArchitectureJob, announce_training, fmt, resume_checkpoint, run_dir, run_job,
+                              trainer_settings)
 from tfnas.tasks.runtime import make_loggers, make_trainer, setup_runtime, to_container
 from tfnas.tasks.score import check_metrics, scorer, sweep_settings
 
@@ -142,6 +143,12 @@ class RNNTrainJob(ArchitectureJob):
     def prepare(self, indices: list[int]) -> dict[str, Any]:
         self.data = instantiate(self.cfg.data, _convert_="all")
         self.datamodule = instantiate(self.cfg.datamodule, _convert_="all")  # PTB with the protocol of train.yaml
+        t = self.cfg.trainer
+        windows = "every training window" if t.get("limit_train_batches") in (None, 1.0) else (
+            f"at most {t.limit_train_batches} training windows")
+        announce_training(self.cfg, self.space.name, f"{t.max_epochs} epoch(s) of {windows} (bptt {self.cfg.bptt}), "
+                          "train/valid/test losses after each", "NAS-Bench-NLP's full 50-epoch protocol "
+                          "(hours per epoch on a CPU; experiment=quick takes minutes)")
         return train_settings(self.cfg, self.space, self.data, self.datamodule)
 
     def run_one(self, index: int, settings: dict[str, Any], chash: str) -> results.Record:
@@ -187,7 +194,8 @@ def train_one(
         loggers = make_loggers(cfg.logger, str(Path(cfg.results_dir) / "tensorboard"), f"{space.name}_train",
                                f"arch_{index:06d}_{chash}")
         trainer_cfg = {**dict(to_container(cfg.trainer)), "default_root_dir": str(folder)}
-        callbacks = ([initial_scorer] if initial_scorer else []) + [keeper, checkpointing]
+        callbacks = ([initial_scorer] if initial_scorer else []) + [keeper, checkpointing,
+                                                                    TrainingProgress(f"arch {index}")]
         trainer = make_trainer(trainer_cfg, loggers, callbacks)
         log.info(f"arch {index} (id {arch.benchmark_id}): training {count_parameters(model):,} parameters"
                  + (f", resuming from {ckpt}" if ckpt else "") + f"; checkpoints in {folder}")

@@ -62,7 +62,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from tfnas import results
-from tfnas.callbacks import InitialScores
+from tfnas.callbacks import InitialScores, TrainingProgress
 from tfnas.data.glue import get_task
 from tfnas.models.electra import ElectraPretrainingModel
 from tfnas.models.flexibert import FlexiBertModel
@@ -71,7 +71,8 @@ from tfnas.spaces.nasbench_bert.benchmark import GLUE_TASK_KEYS
 from tfnas.spaces.nasbench_bert.space import model_config
 from tfnas.systems.electra import ElectraPretrainingSystem
 from tfnas.systems.glue import GlueSystem
-from tfnas.tasks.loop import ArchitectureJob, fresh_start, resume_checkpoint, run_dir, run_job, trainer_settings
+from tfnas.tasks.loop import (ArchitectureJob, announce_training, fresh_start, resume_checkpoint, run_dir, run_job,
+                              trainer_settings)
 from tfnas.tasks.runtime import make_loggers, make_trainer, setup_runtime, to_container
 from tfnas.tasks.score import scorer, sweep_settings
 
@@ -180,7 +181,8 @@ def pretrain(cfg: DictConfig, space: Any, arch: Any, data: Any, folder: Path, lo
                            limit_val_batches=e.get("val_batches") or 1.0)
     else:
         trainer_cfg["limit_val_batches"] = 0
-    trainer = make_trainer(trainer_cfg, loggers, ([initial_scorer] if initial_scorer else []) + [keeper, checkpointing])
+    trainer = make_trainer(trainer_cfg, loggers, ([initial_scorer] if initial_scorer else [])
+                           + [keeper, checkpointing, TrainingProgress(f"arch {arch.index} ELECTRA pretraining")])
     n_params = sum(p.numel() for p in model.discriminator.parameters())
     log.info(f"pretraining arch {arch.index} (id {arch.benchmark_id}): discriminator {n_params:,} parameters, "
              f"{max_steps} steps of {dm.batch_size} x {dm.seq_len}" + (f", resuming from {ckpt}" if ckpt else ""))
@@ -235,7 +237,7 @@ def finetune(cfg: DictConfig, task: str, disc_dir: Path, task_dir: Path, loggers
                                     save_on_train_epoch_end=False, enable_version_counter=False)
     trainer_cfg = {**dict(to_container(g.get("trainer")) or {}), "max_epochs": epochs, "num_sanity_val_steps": 0,
                    "check_val_every_n_epoch": 1, "default_root_dir": str(task_dir)}
-    trainer = make_trainer(trainer_cfg, loggers, [checkpointing])
+    trainer = make_trainer(trainer_cfg, loggers, [checkpointing, TrainingProgress(f"{t.name} fine-tuning")])
     log.info(f"fine-tuning {t.name}: {epochs} epoch(s) of {dm.steps_per_epoch()} steps"
              + (f", resuming from {ckpt}" if ckpt else ""))
     t0 = time.perf_counter()
@@ -351,6 +353,11 @@ class BertTrainJob(ArchitectureJob):
 
     def prepare(self, indices: list[int]) -> dict[str, Any]:
         self.data = instantiate(self.cfg.data, _convert_="all")
+        e, g = self.cfg.electra, self.cfg.glue
+        tasks = ", ".join(f"{get_task(t).name} ({task_epochs(self.cfg, t)} epoch(s))" for t in g.tasks)
+        announce_training(self.cfg, self.space.name, f"ELECTRA pretraining for {e.optim.max_steps} steps of "
+                          f"{e.data.batch_size} sequences, then GLUE fine-tuning: {tasks}",
+                          "NAS-Bench-BERT's protocol (days on a CPU; experiment=quick_bert takes minutes)")
         return bert_train_settings(self.cfg, self.space, self.data)
 
     def run_one(self, index: int, settings: dict[str, Any], chash: str) -> results.Record:

@@ -27,12 +27,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from tfnas import results
-from tfnas.callbacks import InitialScores
+from tfnas.callbacks import InitialScores, TrainingProgress
 from tfnas.data.causal_datamodule import CausalLMDataModule
 from tfnas.models.lts_gpt2 import parameter_counts
 from tfnas.systems.causal_lm import CausalLMSystem
 from tfnas.systems.common import TrainingDiverged
-from tfnas.tasks.loop import ArchitectureJob, fmt, resume_checkpoint, run_dir, run_job, trainer_settings
+from tfnas.tasks.loop import (ArchitectureJob, announce_training, fmt, resume_checkpoint, run_dir, run_job,
+                              trainer_settings)
 from tfnas.tasks.runtime import make_loggers, make_trainer, to_container
 from tfnas.tasks.score import scorer, sweep_settings
 
@@ -91,7 +92,8 @@ def train_gpt_one(cfg: DictConfig, space: Any, data: Any, index: int, settings: 
                                f"arch_{index:06d}_{chash}")  # fmt: skip
         trainer_cfg = {**dict(to_container(cfg.causal_lm.trainer)), "max_steps": int(o.max_steps),
                        "default_root_dir": str(folder)}  # fmt: skip
-        callbacks = ([initial_scorer] if initial_scorer else []) + [keeper, checkpointing]
+        callbacks = ([initial_scorer] if initial_scorer else []) + [keeper, checkpointing,
+                                                                    TrainingProgress(f"arch {index}")]
         trainer = make_trainer(trainer_cfg, loggers, callbacks)
         counts = parameter_counts(model)
         log.info(f"arch {index} (id {arch.benchmark_id}): training {counts['total']:,} parameters "
@@ -135,6 +137,12 @@ class GptTrainJob(ArchitectureJob):
 
     def prepare(self, indices: list[int]) -> dict[str, Any]:
         self.data = instantiate(self.cfg.data, _convert_="all")
+        lm = self.cfg.causal_lm
+        tgt = lm.data.get("tgt_len") or "the architecture's tgt_len"
+        announce_training(self.cfg, self.space.name, f"{lm.optim.max_steps} steps of {lm.data.batch_size} x {tgt} "
+                          f"tokens ({lm.optim.name}, lr {lm.optim.lr}), evaluation every "
+                          f"{lm.trainer.get('val_check_interval')} steps",
+                          "LTS's GPT-2 protocol (days on a CPU; experiment=quick_gpt takes half an hour)")
         return gpt_train_settings(self.cfg, self.space, self.data)
 
     def run_one(self, index: int, settings: dict[str, Any], chash: str) -> results.Record:
