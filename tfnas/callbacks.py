@@ -154,11 +154,20 @@ class TrainingProgress(pl.Callback):
 
     @staticmethod
     def _steps_per_epoch(trainer: pl.Trainer) -> int | None:
+        """Lightning's count of training batches, else (a loader without a length) the datamodule's
+        ``steps_per_epoch()`` capped by an integer ``limit_train_batches``; None when neither is known."""
         n = trainer.num_training_batches
-        return int(n) if isinstance(n, (int, float)) and math.isfinite(n) else None
+        if isinstance(n, (int, float)) and math.isfinite(n):
+            return int(n)
+        dm = getattr(trainer, "datamodule", None)
+        if dm is None or not hasattr(dm, "steps_per_epoch"):
+            return None
+        n = int(dm.steps_per_epoch())
+        limit = trainer.limit_train_batches
+        return min(n, int(limit)) if isinstance(limit, int) else n
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._t0 == 0.0:  # the clock starts with the first step: an evaluation of the untrained model is not training
+        if self._t0 == 0.0:  # the clock starts at the first step: evaluating the untrained model is not training
             self._t0 = self._last = time.perf_counter()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -189,11 +198,11 @@ class TrainingProgress(pl.Callback):
                 f"epoch {epoch + 1} of {n}, step {trainer.fit_loop.epoch_loop.batch_progress.current.ready}"
                 + (f" of {per_epoch}" if per_epoch else ""))
             left = per * (n - self._start_epoch - done) if done > 0 else math.nan
-            return f"[{head} | {per:.0f} s/epoch, {format_duration(left)} left]"
+            return f"[{head} | {'-' if math.isnan(per) else f'{per:.0f}'} s/epoch, {format_duration(left)} left]"
         n, step = int(trainer.max_steps), int(trainer.global_step)
         per = elapsed / (step - self._start_step) if step > self._start_step else math.nan
         left = per * (n - step) if step > self._start_step else math.nan
-        return f"[step {step} of {n} | {per:.2f} s/step, {format_duration(left)} left]"
+        return f"[step {step} of {n} | {'-' if math.isnan(per) else f'{per:.2f}'} s/step, {format_duration(left)} left]"
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         now = time.perf_counter()

@@ -282,6 +282,12 @@ class PTBDataModule(pl.LightningDataModule):
             self.full_prob, self.bptt_std, self.min_seq_len,
         )
 
+    def steps_per_epoch(self, epoch: int | None = None) -> int:
+        """Training windows (optimizer steps) of ``epoch`` (default: the sampler's current one), before any
+        ``limit_train_batches``; it varies from epoch to epoch with the variable BPTT plan."""
+        self.setup()
+        return len(self.sampler.plan(epoch))
+
     def train_dataloader(self) -> DataLoader:
         """Ordered variable-length windows of the train split (batch ``batch_size``)."""
         self.setup()

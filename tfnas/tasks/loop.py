@@ -224,8 +224,9 @@ def run_job(job: ArchitectureJob) -> JobResult:
         setattr(out, rec.status, getattr(out, rec.status) + 1)
         _report(job, rec, path, tracker.step(index, rec.status))
     job.finish()
-    log.info(f"done: {out.ok} ok, {out.error} error, {out.skipped} skipped (already done), "
-             f"{out.claimed} claimed by another process in {time.perf_counter() - t_start:.1f}s")
+    if len(indices) > 1:  # a one-architecture job's progress line says it all
+        log.info(f"done: {out.ok} ok, {out.error} error, {out.skipped} skipped (already done), "
+                 f"{out.claimed} claimed by another process in {time.perf_counter() - t_start:.1f}s")
     return out
 
 
@@ -329,20 +330,20 @@ def experiment_choice() -> str | None:
     return None if choice in (None, "null") else str(choice)
 
 
-def announce_training(cfg: DictConfig, space_name: str, protocol: str, full: str) -> None:
+def announce_training(cfg: DictConfig, space_name: str, protocol: str, full: str, hint: str = "") -> None:
     """Log, before a training starts, which protocol it runs and where its records and checkpoints go.
 
     Args:
         cfg: the train config.
         space_name: the space's name (the records' and checkpoints' subfolder).
         protocol: what the configured training does (``"50 epoch(s) of every training window"``).
-        full: the name of the benchmark's protocol (``"NAS-Bench-NLP's 50-epoch protocol"``), said
-            when no ``experiment`` is chosen.
+        full: the name of the benchmark's protocol (``"NAS-Bench-NLP's full 50-epoch protocol"``), said
+            when no ``experiment`` is chosen, followed by ``hint`` (``"hours per epoch on a CPU"``).
     """
     log = logging.getLogger("tfnas.train")
     exp = experiment_choice()
-    which = f"experiment={exp} (conf/experiment/{exp}.yaml)" if exp else f"{full} (no experiment= chosen)"
-    log.info(f"protocol: {which}: {protocol}")
+    which = f"experiment={exp} (conf/experiment/{exp}.yaml)" if exp else f"{full}, as no experiment= is chosen"
+    log.info(f"protocol: {which}: {protocol}" + (f" ({hint})" if hint and not exp else ""))
     log.info(f"records -> {Path(str(cfg.results_dir)) / space_name}/arch_<i>_<hash>.json; "
              f"checkpoints -> {run_dir(cfg, space_name, 0, 'x').parent}/arch_<i>_<hash>/")
 

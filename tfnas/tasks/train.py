@@ -147,8 +147,10 @@ class RNNTrainJob(ArchitectureJob):
         windows = "every training window" if t.get("limit_train_batches") in (None, 1.0) else (
             f"at most {t.limit_train_batches} training windows")
         announce_training(self.cfg, self.space.name, f"{t.max_epochs} epoch(s) of {windows} (bptt {self.cfg.bptt}), "
-                          "train/valid/test losses after each", "NAS-Bench-NLP's full 50-epoch protocol "
-                          "(hours per epoch on a CPU; experiment=quick takes minutes)")
+                          "train/valid/test losses after each" + (", and first of the untrained model "
+                          "(eval_initial=true)" if self.cfg.get("eval_initial") else ""),
+                          "NAS-Bench-NLP's full 50-epoch protocol",
+                          "hours per epoch on a CPU; experiment=quick takes minutes")
         return train_settings(self.cfg, self.space, self.data, self.datamodule)
 
     def run_one(self, index: int, settings: dict[str, Any], chash: str) -> results.Record:

@@ -357,7 +357,8 @@ class BertTrainJob(ArchitectureJob):
         tasks = ", ".join(f"{get_task(t).name} ({task_epochs(self.cfg, t)} epoch(s))" for t in g.tasks)
         announce_training(self.cfg, self.space.name, f"ELECTRA pretraining for {e.optim.max_steps} steps of "
                           f"{e.data.batch_size} sequences, then GLUE fine-tuning: {tasks}",
-                          "NAS-Bench-BERT's protocol (days on a CPU; experiment=quick_bert takes minutes)")
+                          "NAS-Bench-BERT's protocol",
+                          "days on a CPU, GPU advised; experiment=quick_bert takes minutes")
         return bert_train_settings(self.cfg, self.space, self.data)
 
     def run_one(self, index: int, settings: dict[str, Any], chash: str) -> results.Record:

@@ -142,7 +142,7 @@ class GptTrainJob(ArchitectureJob):
         announce_training(self.cfg, self.space.name, f"{lm.optim.max_steps} steps of {lm.data.batch_size} x {tgt} "
                           f"tokens ({lm.optim.name}, lr {lm.optim.lr}), evaluation every "
                           f"{lm.trainer.get('val_check_interval')} steps",
-                          "LTS's GPT-2 protocol (days on a CPU; experiment=quick_gpt takes half an hour)")
+                          "LTS's GPT-2 protocol", "days on a CPU, GPU advised; experiment=quick_gpt takes half an hour")
         return gpt_train_settings(self.cfg, self.space, self.data)
 
     def run_one(self, index: int, settings: dict[str, Any], chash: str) -> results.Record:
