@@ -51,6 +51,15 @@ def test_tracker_counts_the_jobs_of_one_sweep_together(tmp_path):
     assert progress.Tracker(1).step(0, "skipped").startswith("[1 of 1 done | - arch/s, 0:00:00 left]")
 
 
+def test_rate_counts_from_the_first_architecture_so_start_up_does_not_weigh(tmp_path, monkeypatch):
+    clock = iter([1100.0, 1110.0, 1130.0])
+    monkeypatch.setattr(progress.time, "time", lambda: next(clock))
+    t = progress.Tracker(1, sweep_dir=tmp_path, sweep_total=10, started=1000.0)
+    assert t.step(0, "ok") == "[1 of 10 done | 100.0 s/arch, 0:15:00 left]"  # start-up counted: nothing else yet
+    assert t.step(1, "ok") == "[2 of 10 done | 0.10 arch/s, 0:01:20 left]"  # one more in 10 s
+    assert t.step(2, "skipped") == "[3 of 10 done | 30.0 s/arch, 0:03:30 left]"  # a skip is done, not worked on
+
+
 def test_rate_and_duration_formats():
     assert progress.format_rate(0.834) == "0.83 arch/s" and progress.format_rate(1 / 12) == "12.0 s/arch"
     assert progress.format_rate(0.0) == "- arch/s"

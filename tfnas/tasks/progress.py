@@ -18,8 +18,10 @@ A job reads the plan once to count the sweep's architectures inside the space
 (:func:`sweep_total`: a job beyond the space counts 0, a shard its clipped
 block) and, after each architecture, counts the log's lines: ``k of N``. The
 rate is the architectures scored (not those skipped because their record was
-there or claimed by another process) per second since the sweep started; the
-time left is the architectures not yet done over that rate. A shard job adds
+there or claimed by another process) per second: after the first one, since
+the first one finished (the start-up of Python, torch and Hydra's first batch
+does not weigh on it); for the first, since the sweep started. The time
+left is the architectures not yet done over that rate. A shard job adds
 its own ``k of n``. Without a plan (a single run, another sweeper) the job's
 own architectures are the total and its start the start.
 
@@ -109,11 +111,23 @@ def sweep_total(jobs: list[dict[str, str]], count: Callable[[dict[str, str]], in
 
 def read_log(sweep_dir: str | os.PathLike) -> Counter:
     """Finished architectures of the sweep by status (``ok``, ``error``, ``skipped``, ``claimed``)."""
+    return _read_log(sweep_dir)[0]
+
+
+def _read_log(sweep_dir: str | os.PathLike) -> tuple[Counter, float | None]:
+    """:func:`read_log` and the time of the first architecture worked on (None before it)."""
+    counts, first = Counter(), None
     try:
         with open(Path(sweep_dir) / LOG_FILE) as f:
-            return Counter(line.split()[3] for line in f if len(line.split()) == 4)
+            for line in f:
+                parts = line.split()
+                if len(parts) == 4:
+                    counts[parts[3]] += 1
+                    if first is None and parts[3] in WORKED:
+                        first = float(parts[0])
     except OSError:
-        return Counter()
+        pass
+    return counts, first
 
 
 def format_rate(per_second: float) -> str:
@@ -153,6 +167,7 @@ class Tracker:
     started: float = field(default_factory=time.time)
     done: int = 0
     worked: int = 0
+    first_worked: float | None = None
 
     def step(self, arch: int, status: str) -> str:
         """Count architecture ``arch`` as finished with ``status`` and return the progress text.
@@ -163,7 +178,9 @@ class Tracker:
         self.done += 1
         self.worked += status in WORKED
         now = time.time()
-        done, worked, total = self.done, self.worked, self.job_total
+        if status in WORKED and self.first_worked is None:
+            self.first_worked = now
+        done, worked, total, first = self.done, self.worked, self.job_total, self.first_worked
         if self.sweep_dir is not None:
             line = f"{now:.3f} {os.getpid()} {arch} {status}\n"
             try:
@@ -172,13 +189,18 @@ class Tracker:
                     os.write(fd, line.encode())
                 finally:
                     os.close(fd)
-                counts = read_log(self.sweep_dir)
+                counts, first = _read_log(self.sweep_dir)
                 done, worked = sum(counts.values()), sum(counts[s] for s in WORKED)
             except OSError:  # progress must never stop the work; this job's counts stand in
                 pass
             if self.sweep_total is not None:
                 total = self.sweep_total
-        rate = worked / max(now - self.started, 1e-9)
+        # From the first architecture worked on, so that start-up (Python, torch, the first batch's configs)
+        # does not weigh on the rate for the rest of the sweep; until the second, from the sweep's start.
+        if worked >= 2 and first is not None and now > first:
+            rate = (worked - 1) / (now - first)
+        else:
+            rate = worked / max(now - self.started, 1e-9)
         left = (total - done) / rate if rate > 0 else (0.0 if done >= total else math.inf)
         parts = [f"{done} of {total} done"]
         if self.label is not None and (self.sweep_dir is not None and self.sweep_total is not None):
