@@ -16,6 +16,14 @@ the growth between the last two and its rate (least-squares slope over
     python bench/memory.py --archs 500 --metrics hidden_covariance,num_params
     python bench/memory.py --archs 100 --metrics jacobian_cosine,hidden_synaptic_saliency,num_params
     python bench/memory.py --archs 60 --from 10 --metrics ... --trim   # live memory, without glibc's free heap
+
+``--peak`` instead scores one architecture of each space with its default
+scoring data and metrics (``python score.py space=S arch=A``, nothing else
+set but threads and throw-away output folders), each in a child process, and
+prints the child's peak resident set size (``ru_maxrss`` of ``wait4``):
+
+    python bench/memory.py --peak                                   # every space, arch 0
+    python bench/memory.py --peak --spaces nasbench_bert --arch 0 --paper-compat
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -112,6 +122,36 @@ def slope_per_100(points: list[tuple[int, float]]) -> float:
     return 100 * sxy / sxx
 
 
+def peak_per_space(spaces: list[str], arch: int, threads: int, paper_compat: bool) -> None:
+    """Score ``arch`` of each space in a child ``score.py`` and print its peak RSS and wall time.
+
+    Raises:
+        SystemExit: a child exited non-zero (its last output lines are printed).
+    """
+    print(f"peak resident memory of one scoring process, default data and metrics, arch={arch}, "
+          f"{threads} thread(s), paper_compat={str(paper_compat).lower()}; load average {os.getloadavg()}", flush=True)
+    print(f"{'space':<16} {'peak RSS MB':>12} {'wall s':>8}", flush=True)
+    failed = []
+    for space in spaces:
+        with tempfile.TemporaryDirectory(prefix="tfnas_peak_") as tmp:
+            cmd = [sys.executable, str(REPO / "score.py"), f"space={space}", f"arch={arch}", f"threads={threads}",
+                   f"paper_compat={str(paper_compat).lower()}", "logger=none", f"paths.results_dir={tmp}/results",
+                   f"paths.log_dir={tmp}/logs"]
+            t0 = time.perf_counter()
+            child = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            output = child.stdout.read()
+            _, status, usage = os.wait4(child.pid, 0)
+            child.returncode = os.waitstatus_to_exitcode(status)
+            wall = time.perf_counter() - t0
+        if child.returncode:
+            failed.append(space)
+            print(f"{space:<16} failed (exit {child.returncode}):\n" + "\n".join(output.splitlines()[-5:]), flush=True)
+            continue
+        print(f"{space:<16} {usage.ru_maxrss / 1024:>12.0f} {wall:>8.0f}", flush=True)  # ru_maxrss: kB on Linux
+    if failed:
+        raise SystemExit(f"failed: {failed}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--archs", type=int, default=500, help="generated architectures scored in one process")
@@ -123,7 +163,15 @@ def main() -> None:
     ap.add_argument("--trim", action="store_true", help="malloc_trim(0) before each sample (free heap vs. live memory)")
     ap.add_argument("--csv", default=None, help="write the samples (archs, rss_mb, seconds) here")
     ap.add_argument("--results-dir", default=None, help="records folder (default: a new temporary folder)")
+    ap.add_argument("--peak", action="store_true", help="peak RSS of one architecture per space (child processes)")
+    ap.add_argument("--spaces", default=",".join(sorted(p.stem for p in (REPO / "conf" / "space").glob("*.yaml"))),
+                    help="--peak: comma-separated spaces (default: every conf/space)")
+    ap.add_argument("--arch", type=int, default=0, help="--peak: the architecture scored in each space")
+    ap.add_argument("--paper-compat", action="store_true", help="--peak: score with paper_compat=true")
     args = ap.parse_args()
+    if args.peak:
+        peak_per_space(args.spaces.split(","), args.arch, args.threads, args.paper_compat)
+        return
     if not 1 <= args.start < args.archs:
         raise SystemExit(f"--from must be in [1, --archs), got {args.start}")
 

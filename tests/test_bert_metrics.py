@@ -14,7 +14,7 @@ from tfnas.data.text import TextScoringData
 from tfnas.models.flexibert import FlexiBertConfig, FlexiBertModel, Fourier2d
 from tfnas.scoring import engine
 from tfnas.scoring.api import UndefinedScore
-from tfnas.scoring.bert.passes import collect
+from tfnas.scoring.bert.passes import chunks, collect, micro_batch_size
 from tfnas.scoring.registry import available
 from tfnas.scoring.scores import cosine_score, covariance_score, logdet
 
@@ -311,6 +311,98 @@ def test_compat_passes_no_mask_and_importance_rule():
     small = tiny_model(hidden=128, layers=[lay("DSC", 5, 2, ffn=8)])
     assert [n for n, *_ in collect(small, batch, True).importance] == []
     assert len(collect(small, batch, False).importance) == 4
+
+
+# ---------------------------------------------------------------- micro-batched grad pass
+
+
+def assert_same_sum(got, want):
+    """Equal up to float32 summation order: max error ≤ 1e-5 of the largest entry (entries may cancel)."""
+    assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
+
+
+def assert_same_scores(a, b, rel):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=rel, nan_ok=True), k
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_micro_batched_grad_pass_equals_whole_batch(compat):
+    """Chunks of 1 or 2 sequences (padding in the last) give the whole batch's pass outputs and scores.
+
+    At initialisation (LayerNorm gains 1) the gradient of Σ o is round-off
+    (docs/METRICS.md, "GPT family"), which a tiny model's differently blocked
+    small products change; random gains give Σ o a real gradient to compare.
+    """
+    batch = tiny_batch()
+    model = tiny_model(use_mask=not compat).eval()  # as the engine runs it: no dropout
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(m.weight.numel()))
+    whole = collect(model, batch, compat, hidden_states=True)
+    reference = engine.score("bert", model, batch, NAMES + ["hidden_covariance"], paper_compat=compat,
+                             options={"micro_batch_tokens": 10**6})
+    for m in (1, 2):
+        part = collect(model, batch, compat, hidden_states=True, micro_batch=m, min_chunk=1)
+        for got, want in [(part.mixing, whole.mixing), (part.feed_forward, whole.feed_forward),
+                          (part.importance, whole.importance)]:
+            assert [n for n, *_ in got] == [n for n, *_ in want]
+            for (_, w1, g1), (_, w2, g2) in zip(got, want):
+                assert torch.equal(w1, w2)
+                assert_same_sum(g1, g2)
+        assert_same_sum(part.position_grad, whole.position_grad)
+        assert all(torch.equal(x, y) for x, y in zip(part.activations, whole.activations))
+        assert part.names == whole.names
+        assert part.confidence == pytest.approx(whole.confidence, rel=1e-12)
+        assert part.softmax_confidence == pytest.approx(whole.softmax_confidence, rel=1e-12)
+        for x, y in zip(part.hidden_states, whole.hidden_states):
+            torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6)
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("arch, compat", [(3, True), (5, False)])
+def test_micro_batched_scores_equal_whole_batch_on_nasbench_bert(data_dir, arch, compat):
+    """Real architectures (DSC, LT) on real text: the engine's chunks (16 + 24 sequences) vs the
+    whole batch (40 × 32 tokens), every paper metric within 1e-6.
+
+    Their gradient metrics are round-off (docs/METRICS.md, "Memory"): this checks that the chunks keep every
+    row's float32 arithmetic. Chunks below :data:`MIN_CHUNK` sequences would not (DSC's pointwise convolution
+    changes algorithm), which the last assertion shows, so that the test would notice if torch moved the switch.
+    """
+    from tfnas.spaces.nasbench_bert.space import NasBenchBERT
+
+    space = NasBenchBERT(str(data_dir / "nasbench_bert" / "BERT_benchmark.json"))
+    batch = TextScoringData(data_dir, batch_size=40, seq_len=32).scoring_batch(0)
+    names = NAMES + ["hidden_covariance"]
+    model = space.build(space[arch], seed=0, paper_compat=compat).eval()  # eval, as the engine scores
+    whole = engine.score("bert", model, batch, names, paper_compat=compat, options={"micro_batch_tokens": 10**6})
+    chunked = engine.score("bert", model, batch, names, paper_compat=compat, options={"micro_batch_tokens": 32})
+    assert [c.stop - c.start for c in chunks(40, micro_batch_size(32, 32))] == [16, 24]
+    assert whole.reasons == chunked.reasons
+    assert_same_scores(chunked.scores, whole.scores, rel=1e-6)
+    small = collect(model, batch, compat, micro_batch=8, min_chunk=1)
+    whole_grads = collect(model, batch, compat)
+    assert not all(torch.equal(a[2], b[2]) for a, b in zip(small.mixing, whole_grads.mixing))
+
+
+def test_chunks():
+    sizes = lambda *a: [c.stop - c.start for c in chunks(*a)]  # noqa: E731
+    assert sizes(128, 16) == [16] * 8
+    assert sizes(128, None) == [128] and sizes(8, 16) == [8] and sizes(3, 1, 1) == [1, 1, 1]
+    assert sizes(40, 8) == [16, 24]  # at least MIN_CHUNK = 16; the short remainder joins the last chunk
+    assert sizes(20, 16) == [20] and sizes(33, 16) == [16, 17]
+    with pytest.raises(ValueError, match="positive"):
+        chunks(10, 0)
+
+
+def test_micro_batch_size():
+    assert micro_batch_size(512) == 16 and micro_batch_size(128) == 64 and micro_batch_size(10000) == 1
+    with pytest.raises(ValueError, match="positive"):
+        micro_batch_size(512, 0)
+    with pytest.raises(ValueError, match="positive"):
+        collect(tiny_model(), tiny_batch(), micro_batch=0)
 
 
 # ---------------------------------------------------------------- scoring batch

@@ -14,6 +14,9 @@ Forward hooks capture, as they happen and reduced where possible so that a
 
 After the backward, the pass keeps (W, ∂W) of the linears the weight metrics
 read, and ∂ of the position-embedding table, then clears the model's grads.
+The batch runs in chunks of at least 16 sequences whose gradients add up
+(:func:`collect`; docs/METRICS.md, "Memory"), so that a 128 × 512 batch fits
+in a few GB.
 
 Which linears play which role (attribute names of
 :mod:`tfnas.models.flexibert` blocks):
@@ -43,6 +46,17 @@ from tfnas.scoring.api import ScoringContext, register_pass
 
 #: Output-size threshold of the paper's head-importance rule (compat).
 COMPAT_IMPORTANCE_MIN_OUT = 128
+#: Tokens per chunk of the ``grad`` pass (16 sequences of 512): one chunk's graph is 1/8 of
+#: the 128 × 512 batch's (docs/METRICS.md, "Memory").
+MICRO_BATCH_TOKENS = 8192
+#: Fewest sequences in a chunk of the ``grad`` pass (unless the whole batch has fewer). torch's
+#: CPU convolution picks its algorithm by batch size: with one thread, DSC's pointwise (kernel 1)
+#: key convolution runs through oneDNN from 16 sequences on and through a plain GEMM below, with
+#: different float32 rounding. The paper's gradient metrics at initialisation are round-off (the
+#: gradient of Σ of a LayerNorm output is 0 up to rounding: docs/METRICS.md, "GPT family"), so
+#: any change of rounding in the forward changes them; chunks on the batch's side of that switch
+#: keep every row's arithmetic, and so the scores, the same as the whole batch's.
+MIN_CHUNK = 16
 
 _IMPORTANCE = {
     "SA": ("query", "key", "value", "wma"),
@@ -116,86 +130,154 @@ def confidence_linears(block: nn.Module) -> list[tuple[str, nn.Linear]]:
     return [(n, getattr(block, n)) for n in _CONFIDENCE[block.operation_type] if getattr(block, n, None) is not None]
 
 
-def collect(model: nn.Module, batch: dict, paper_compat: bool = False, hidden_states: bool = False) -> BertGradOutputs:
+def collect(
+    model: nn.Module,
+    batch: dict,
+    paper_compat: bool = False,
+    hidden_states: bool = False,
+    micro_batch: int | None = None,
+    min_chunk: int = MIN_CHUNK,
+) -> BertGradOutputs:
     """Run the forward and the backward of Σ o once and gather the metrics' inputs.
+
+    With ``micro_batch`` = m the batch runs as consecutive chunks of about m
+    sequences (:func:`chunks`), each a forward and a backward of its own Σ o;
+    the weight and position-embedding gradients accumulate in ``.grad``, the
+    hooks' reductions accumulate as float64 sums divided by the batch's counts
+    at the end, and the hidden states are concatenated in batch order. No
+    operation of the model mixes sequences (eval mode; attention, convolutions
+    and LT's transform act within a sequence), so ∂(Σ o)/∂θ is the sum of the
+    chunks' gradients and every output equals the whole-batch pass up to the
+    order of the float32 sums over chunks (docs/METRICS.md, "Memory"). Peak
+    memory is that of one chunk's graph.
 
     Args:
         model: a :class:`~tfnas.models.flexibert.FlexiBertModel` (its grads are cleared first and after).
         batch: ``input_ids`` [B, S], optionally ``attention_mask`` and ``token_type_ids`` [B, S].
         paper_compat: pass no attention mask, and use the paper's head-importance rule.
         hidden_states: also keep each layer's output at the real tokens (``attention_mask`` 1).
+        micro_batch: sequences per chunk (None or ≥ B: the whole batch at once); see :func:`chunks`.
+        min_chunk: fewest sequences per chunk (:data:`MIN_CHUNK`; see :func:`chunks`).
 
     Returns:
         The :class:`BertGradOutputs`.
 
     Raises:
         TypeError: not a FlexiBERT model.
+        ValueError: ``micro_batch`` or ``min_chunk`` < 1.
         RuntimeError: a parameter the metrics read received no gradient.
     """
     layers = encoder_layers(model)
     device = next(model.parameters()).device
+    parts = chunks(batch["input_ids"].shape[0], micro_batch, min_chunk)
     activations: list[torch.Tensor] = []
-    # Reductions stay 0-d tensors until the end: no device sync inside the forward.
-    confidence: list[tuple[str, torch.Tensor]] = []
-    softmax_conf: list[tuple[str, torch.Tensor]] = []
+    # Per hooked module, in call order: [name, float64 0-d sum, number of terms]. Reductions stay
+    # 0-d tensors until the end: no device sync inside the forward.
+    confidence: list[list] = []
+    softmax_conf: list[list] = []
+    chunk = {"index": 0, "calls": {}}
     handles = []
 
+    def accumulate(store: list, name: str, value: torch.Tensor, count: int) -> None:
+        # The k-th call of module ``name`` in this chunk adds to the k-th entry of that name.
+        k = chunk["calls"].get(name, 0)
+        chunk["calls"][name] = k + 1
+        if chunk["index"] == 0:
+            store.append([name, value, count])
+        else:
+            entry = store[[i for i, e in enumerate(store) if e[0] == name][k]]
+            entry[1] = entry[1] + value
+            entry[2] += count
+
     def keep_first_sequence(module, inputs, out):
-        activations.append(out[0].detach().clone())
+        if chunk["index"] == 0:
+            activations.append(out[0].detach().clone())
 
     def projection_confidence(name):
         def hook(module, inputs, out):
-            # [B, S, out]: max over positions, mean over batch and features.
-            confidence.append((name, out.detach().amax(dim=1).mean(dtype=torch.float64)))
+            # [b, S, out]: max over positions; summed over the chunk's sequences and features.
+            m = out.detach().amax(dim=1)
+            accumulate(confidence, name, m.sum(dtype=torch.float64), m.numel())
 
         return hook
 
     def attention_confidence(name):
         def hook(module, inputs, out):
-            # [B, heads, S, S]: max over the head axis (as the paper did), mean of the rest.
-            softmax_conf.append((name, out.detach().amax(dim=1).mean(dtype=torch.float64)))
+            # [b, heads, S, S]: max over the head axis (as the paper did), summed over the rest.
+            m = out.detach().amax(dim=1)
+            accumulate(softmax_conf, name, m.sum(dtype=torch.float64), m.numel())
 
         return hook
 
     def transform_confidence(name):
         def hook(module, inputs, out):
-            # LT: softmax of the transform over the head dimension [B, heads, S, d], then as attention.
-            value = torch.softmax(out.detach(), dim=-1).amax(dim=1).mean(dtype=torch.float64)
-            softmax_conf.append((name, value))
+            # LT: softmax of the transform over the head dimension [b, heads, S, d], then as attention.
+            m = torch.softmax(out.detach(), dim=-1).amax(dim=1)
+            accumulate(softmax_conf, name, m.sum(dtype=torch.float64), m.numel())
 
         return hook
 
+    ids = batch["input_ids"].to(device)
+    tt = batch.get("token_type_ids")
+    tt = None if tt is None else tt.to(device)
+    mask = batch.get("attention_mask")
+    mask = None if mask is None else mask.to(device)
+    states: list[list[torch.Tensor]] | None = None
+    model.zero_grad(set_to_none=True)
+    # Only the gradients the metrics read are computed: the other parameters (biases, LayerNorm
+    # and embedding tables but the position table, the key convolutions, embeddings_project)
+    # stop requiring grad for the pass. The gradients that flow are the same; their weight
+    # products are skipped.
+    read = [lin.weight for layer in layers for _, lin in _linears(layer.operation)]
+    read += [lin.weight for layer in layers for lin in layer.feed_forward.ffn]
+    read.append(model.embeddings.position_embeddings.weight)
+    read_ids = {id(p) for p in read}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in read_ids]
+    for p in frozen:
+        p.requires_grad_(False)
     try:
         for i, layer in enumerate(layers):
             block = layer.operation
             handles.append(layer.feed_forward.act.register_forward_hook(keep_first_sequence))
-            for n, lin in confidence_linears(block):
-                handles.append(lin.register_forward_hook(projection_confidence(f"layer{i}.operation.{n}")))
+            for name, lin in confidence_linears(block):
+                handles.append(lin.register_forward_hook(projection_confidence(f"layer{i}.operation.{name}")))
             if block.operation_type == "LT":
                 hook = transform_confidence(f"layer{i}.operation.transform")
                 handles.append(block.transform.register_forward_hook(hook))
             else:
                 handles.append(block.softmax.register_forward_hook(attention_confidence(f"layer{i}.operation.softmax")))
 
-        inputs = {"input_ids": batch["input_ids"].to(device)}
-        if batch.get("token_type_ids") is not None:
-            inputs["token_type_ids"] = batch["token_type_ids"].to(device)
-        if not paper_compat and batch.get("attention_mask") is not None:
-            inputs["attention_mask"] = batch["attention_mask"].to(device)
-        model.zero_grad(set_to_none=True)
-        result = model(**inputs, output_hidden_states=hidden_states)
-        out = result.last_hidden_state
-        out.backward(torch.ones_like(out))
+        for c, part in enumerate(parts):
+            chunk["index"], chunk["calls"] = c, {}
+            inputs = {"input_ids": ids[part]}
+            if tt is not None:
+                inputs["token_type_ids"] = tt[part]
+            if not paper_compat and mask is not None:
+                inputs["attention_mask"] = mask[part]
+            result = model(**inputs, output_hidden_states=hidden_states)
+            out = result.last_hidden_state
+            out.backward(torch.ones_like(out))
+            if hidden_states:
+                real = None if mask is None else mask[part].bool()
+                layer_states = [h.detach() if real is None else h.detach()[real] for h in result.hidden_states[1:]]
+                if states is None:
+                    states = [[h] for h in layer_states]
+                else:
+                    for kept, h in zip(states, layer_states):
+                        kept.append(h)
+            del result, out
     finally:
         for h in handles:
             h.remove()
+        for p in frozen:
+            p.requires_grad_(True)
 
     def weight_grads(pairs) -> list[WeightGrad]:
         res = []
-        for n, lin in pairs:
+        for name, lin in pairs:
             if lin.weight.grad is None:
-                raise RuntimeError(f"{n}.weight received no gradient (frozen or unused parameter)")
-            res.append((n, lin.weight.detach(), lin.weight.grad.detach()))
+                raise RuntimeError(f"{name}.weight received no gradient (frozen or unused parameter)")
+            res.append((name, lin.weight.detach(), lin.weight.grad.detach()))
         return res
 
     mixing, ffn, importance = [], [], []
@@ -208,11 +290,6 @@ def collect(model: nn.Module, batch: dict, paper_compat: bool = False, hidden_st
     if pos.grad is None:
         raise RuntimeError("the position-embedding weight received no gradient")
     position_grad = pos.grad.detach()
-    states = None
-    if hidden_states:
-        real = batch.get("attention_mask")
-        real = None if real is None else real.to(device).bool()
-        states = [h.detach() if real is None else h.detach()[real] for h in result.hidden_states[1:]]
     # The tensors above are kept by reference; the model itself is left without grads.
     model.zero_grad(set_to_none=True)
     return BertGradOutputs(
@@ -220,15 +297,58 @@ def collect(model: nn.Module, batch: dict, paper_compat: bool = False, hidden_st
         ffn,
         importance,
         activations,
-        [v.item() for _, v in confidence],
-        [v.item() for _, v in softmax_conf],
+        [(s / k).item() for _, s, k in confidence],
+        [(s / k).item() for _, s, k in softmax_conf],
         position_grad,
-        {"confidence": [n for n, _ in confidence], "softmax_confidence": [n for n, _ in softmax_conf]},
-        states,
+        {"confidence": [e[0] for e in confidence], "softmax_confidence": [e[0] for e in softmax_conf]},
+        None if states is None else [torch.cat(s) if len(s) > 1 else s[0] for s in states],
     )
 
 
 @register_pass("bert", "grad", captures=("hidden_states",))
 def grad_pass(ctx: ScoringContext) -> BertGradOutputs:
-    """Engine pass ``("bert", "grad")``: :func:`collect` on the context's model and batch."""
-    return collect(ctx.model, ctx.batch, ctx.paper_compat, hidden_states=ctx.wants("hidden_states"))
+    """Engine pass ``("bert", "grad")``: :func:`collect` on the context's model and batch.
+
+    Micro-batches of :func:`micro_batch_size` sequences; option ``micro_batch_tokens``
+    (default :data:`MICRO_BATCH_TOKENS`) sets the tokens per chunk.
+    """
+    tokens = int(ctx.options.get("micro_batch_tokens", MICRO_BATCH_TOKENS))
+    return collect(
+        ctx.model,
+        ctx.batch,
+        ctx.paper_compat,
+        hidden_states=ctx.wants("hidden_states"),
+        micro_batch=micro_batch_size(ctx.batch["input_ids"].shape[1], tokens),
+    )
+
+
+def chunks(n: int, micro_batch: int | None, min_chunk: int = MIN_CHUNK) -> list[slice]:
+    """Consecutive chunks of a batch of ``n`` sequences: ``max(micro_batch, min_chunk)`` each, and a
+    last remainder shorter than ``min_chunk`` joined to the chunk before it.
+
+    So no chunk has fewer than ``min_chunk`` sequences unless the whole batch has.
+
+    Raises:
+        ValueError: ``micro_batch`` or ``min_chunk`` < 1.
+    """
+    if micro_batch is not None and micro_batch < 1:
+        raise ValueError(f"micro_batch must be a positive number of sequences, got {micro_batch}")
+    if min_chunk < 1:
+        raise ValueError(f"min_chunk must be a positive number of sequences, got {min_chunk}")
+    step = n if micro_batch is None else max(micro_batch, min_chunk)
+    starts = list(range(0, n, step)) or [0]
+    if len(starts) > 1 and n - starts[-1] < min_chunk:
+        starts.pop()
+    return [slice(lo, hi) for lo, hi in zip(starts, starts[1:] + [n])]
+
+
+def micro_batch_size(seq_len: int, tokens: int = MICRO_BATCH_TOKENS) -> int:
+    """Sequences per chunk of the ``grad`` pass: ``max(1, tokens // seq_len)``.
+
+    Raises:
+        ValueError: ``tokens`` < 1.
+    """
+    if tokens < 1:
+        raise ValueError(f"micro_batch_tokens must be positive, got {tokens}")
+    return max(1, tokens // seq_len)
+
