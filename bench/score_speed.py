@@ -29,13 +29,32 @@ recurrent product ([batch, 600] · [600, 2400]).
 
 Report the machine's load (``uptime``) with the figures: ratios measured in
 one run tolerate load, absolute seconds and GFLOP/s do not.
+
+BERT mode (``--space nasbench_bert``): for N NAS-Bench-BERT architectures
+(evenly spaced over the 500) on the default scoring batch
+(conf/data/nasbench_bert.yaml, 128 × 512 tokens), the time of ``engine.score``
+with the paper's metrics (conf/metrics/bert.yaml: one ``grad`` pass, a
+forward and the backward of Σ o, in chunks of 16 sequences) against the
+FLOPs that pass needs, counted from the model's configuration
+(:func:`tfnas.scoring.bert.passes.grad_pass_flops`), and against this
+machine's float32 matrix-product throughput, measured beside each
+architecture at a chunk's feed-forward product ([8192 x 256] · [256 x 1024]).
+Both are timed in CPU seconds of this process (times the threads): on a
+shared machine a wall-clock time, even the best of many short products, also
+counts the other processes' turns. The bound is FLOPs / peak; the script
+prints time / bound per architecture, medians and worst, and projects the
+hours for all 500 from their FLOPs and the median achieved rate.
+
+    python bench/score_speed.py --space nasbench_bert --archs 10 --threads 1 [--paper-compat]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -121,14 +140,111 @@ def _time(fn, repeats: int) -> float:
     return best
 
 
+# --------------------------------------------------------------------------- BERT mode
+
+
+def bert_cpu_time(fn, repeats: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of the run with the least CPU time among ``repeats``."""
+    best = (float("inf"), float("inf"))
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        c, w = time.process_time() - c0, time.perf_counter() - w0
+        if c < best[1]:
+            best = (w, c)
+    return best
+
+
+def bert_matmul_peak_gflops(m: int = 8192, k: int = 256, n: int = 1024, seconds: float = 1.0) -> float:
+    """Best float32 GFLOP/s of [m, k] · [k, n] over repeated products for about ``seconds`` of CPU time.
+
+    Per CPU-second of all this process's threads, times the threads: the rate
+    of the threads when they run, whatever else the machine runs.
+    """
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
+    out = torch.empty(m, n)
+    torch.mm(a, b, out=out)
+    best, c_end = float("inf"), time.process_time() + seconds
+    while time.process_time() < c_end:
+        best = min(best, bert_cpu_time(lambda: torch.mm(a, b, out=out), 1)[1])
+    return 2 * m * k * n / best / 1e9 * torch.get_num_threads()
+
+
+def bert_layers(config) -> str:
+    """A short description of an encoder: H, then op-parameter/heads/I x n per layer."""
+    parts = [f"{lay['operation_type']}-{lay['operation_parameter']}/{lay['num_operation_heads']}"
+             f"/{lay['feed_forward_dimension']}x{lay['num_feed_forward']}" for lay in config.layers]
+    return f"H{config.hidden_size} " + " ".join(parts)
+
+
+def bert_main(args) -> None:
+    """The BERT mode (see the module docstring)."""
+    from omegaconf import OmegaConf
+
+    from tfnas.data.text import TextScoringData
+    from tfnas.scoring.bert.passes import MICRO_BATCH_TOKENS, grad_pass_flops
+    from tfnas.spaces.nasbench_bert.space import NasBenchBERT, model_config
+
+    names = list(OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "metrics" / "bert.yaml").names)
+    space = NasBenchBERT(f"{args.data_dir}/nasbench_bert/BERT_benchmark.json", paper_compat=args.paper_compat)
+    batch = TextScoringData(args.data_dir, batch_size=args.batch, seq_len=args.seq_len).scoring_batch(0)
+    b, s = batch["input_ids"].shape
+    tokens = args.micro_batch_tokens or MICRO_BATCH_TOKENS
+    threads = torch.get_num_threads()
+    picks = [round(k * (len(space) - 1) / max(args.archs - 1, 1)) for k in range(args.archs)]
+    print(f"paper suite ({len(names)} metric families, one grad pass) on [{b} x {s}] tokens, "
+          f"paper_compat={str(args.paper_compat).lower()}, chunks of {tokens} tokens, {threads} thread(s); "
+          f"load average {os.getloadavg()}", flush=True)
+    print(f"{'arch':>4} {'GFLOP':>7} {'wall s':>7} {'CPU s':>7} {'GFLOP/s':>8} {'peak':>6} {'%peak':>6} "
+          f"{'x bound':>7}  layers", flush=True)
+    rows = []
+    for i in picks:
+        model = space.build(space[i], seed=0)
+        flops = grad_pass_flops(model.config, b, s)["total"]
+        peak = bert_matmul_peak_gflops()
+        wall, cpu = bert_cpu_time(lambda: engine.score("bert", model, batch, names, paper_compat=args.paper_compat,
+                                                       options={"micro_batch_tokens": tokens}), args.repeats)
+        achieved = flops / cpu / 1e9 * threads
+        rows.append({"seconds": wall, "cpu": cpu, "achieved": achieved, "peak": peak, "bound": peak / achieved})
+        print(f"{i:>4} {flops / 1e9:>7.0f} {wall:>7.1f} {cpu:>7.1f} {achieved:>8.1f} {peak:>6.0f} "
+              f"{100 * achieved / peak:>5.0f}% {peak / achieved:>7.2f}  {bert_layers(model.config)}", flush=True)
+        del model
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    worst = max(r["bound"] for r in rows)
+    # Every architecture's FLOPs from its configuration; no model is built.
+    total = sum(grad_pass_flops(model_config(a.spec, args.paper_compat), b, s)["total"] for a in space)
+    hours = total / (med["achieved"] * 1e9) / 3600
+    print(
+        f"\nmedians (worst) over {len(rows)} architectures ({threads} thread(s); load average {os.getloadavg()}):\n"
+        f"  achieved {med['achieved']:.0f} GFLOP/s per CPU-second x threads; float32 matmul peak {med['peak']:.0f}\n"
+        f"  time / FLOP bound: {med['bound']:.2f}x ({worst:.2f}x) (target: median <= 2)\n"
+        f"  per architecture: {med['cpu']:.1f} CPU s, {med['seconds']:.1f} s wall under this load\n"
+        f"  all {len(space)} architectures: {total / 1e12:.0f} TFLOP, projected {hours:.1f} h of {threads} thread(s) "
+        f"with the cores to themselves ({hours * threads / 2:.1f} h on 2 cores as {2 // threads} such job(s)), "
+        f"{hours / med['bound']:.1f} h at the bound; model construction, data and start-up not included"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--archs", type=int, default=20, help="number of architectures (evenly spaced over the logs)")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--archs", type=int, default=20, help="number of architectures (evenly spaced over the space)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs, the least kept (default 2; BERT mode 1)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     ap.add_argument("--data-dir", default=str(default_data_dir()))
+    ap.add_argument("--space", default="nasbench_nlp", choices=["nasbench_nlp", "nasbench_bert"])
+    bert = ap.add_argument_group("BERT mode (--space nasbench_bert)")
+    bert.add_argument("--paper-compat", action="store_true", help="build and score as paper_compat=true")
+    bert.add_argument("--batch", type=int, default=128, help="sequences of the scoring batch (default data: 128)")
+    bert.add_argument("--seq-len", type=int, default=512, help="tokens per sequence (default data: 512)")
+    bert.add_argument("--micro-batch-tokens", type=int, default=0, help="tokens per grad-pass chunk (0: the default)")
     args = ap.parse_args()
     setup_runtime(args.threads)  # threads and allocator as score.py sets them
+    if args.space == "nasbench_bert":
+        args.repeats = args.repeats or 1  # a 128 x 512 pass takes tens of CPU seconds
+        bert_main(args)
+        return
+    args.repeats = args.repeats or 2
     space = NasBenchNLP(f"{args.data_dir}/nasbench_nlp/train_logs_wikitext-2.zip")
     batch = PTBScoringData(args.data_dir).scoring_batch(0)
     ok = [i for i in range(len(space)) if not space[i].meta.get("failed")]

@@ -8,13 +8,14 @@ import pytest
 import scipy.fft
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from tfnas.data import text as text_mod
 from tfnas.data.text import TextScoringData
 from tfnas.models.flexibert import FlexiBertConfig, FlexiBertModel, Fourier2d
 from tfnas.scoring import engine
 from tfnas.scoring.api import UndefinedScore
-from tfnas.scoring.bert.passes import chunks, collect, micro_batch_size
+from tfnas.scoring.bert.passes import chunks, collect, grad_pass_flops, micro_batch_size
 from tfnas.scoring.registry import available
 from tfnas.scoring.scores import cosine_score, covariance_score, logdet
 
@@ -313,7 +314,7 @@ def test_compat_passes_no_mask_and_importance_rule():
     assert len(collect(small, batch, False).importance) == 4
 
 
-# ---------------------------------------------------------------- micro-batched grad pass
+# ---------------------------------------------------------------- micro-batched grad pass, its FLOPs
 
 
 def assert_same_sum(got, want):
@@ -403,6 +404,29 @@ def test_micro_batch_size():
         micro_batch_size(512, 0)
     with pytest.raises(ValueError, match="positive"):
         collect(tiny_model(), tiny_batch(), micro_batch=0)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("embedding", [8, 16])
+def test_grad_pass_flops_match_torch_flop_counter(layer, embedding):
+    """The analytic count equals torch's FlopCounterMode over the pass (products only; FFTs are not counted there).
+
+    FlopCounterMode ignores ``groups`` in ``convolution_backward`` and so overcounts
+    the depthwise key convolution's backward; it is replaced here by its true cost,
+    the forward convolutions' (the pass reads no key-convolution weight gradient).
+    """
+    cfg = FlexiBertConfig(vocab_size=60, embedding_size=embedding, hidden_size=16, max_position_embeddings=16,
+                          layers=[layer])
+    torch.manual_seed(0)
+    model = FlexiBertModel(cfg).eval()
+    with FlopCounterMode(display=False) as counter:
+        collect(model, tiny_batch())
+    counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+    counted = sum(counts.values()) - counts.get("aten.convolution_backward", 0) + counts.get("aten.convolution", 0)
+    flops = grad_pass_flops(cfg, 3, 10)
+    assert counted == flops["matmul_forward"] + flops["matmul_backward"]
+    assert (flops["fft_forward"] > 0) == (layer["operation_type"] == "LT")
+    assert flops["total"] == pytest.approx(flops["matmul_forward"] + flops["matmul_backward"] + 2 * flops["fft_forward"])
 
 
 # ---------------------------------------------------------------- scoring batch

@@ -37,6 +37,7 @@ uses the paper's rule, "output size ≥ 128 among the operation's own linears"
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -352,3 +353,59 @@ def micro_batch_size(seq_len: int, tokens: int = MICRO_BATCH_TOKENS) -> int:
         raise ValueError(f"micro_batch_tokens must be positive, got {tokens}")
     return max(1, tokens // seq_len)
 
+
+def grad_pass_flops(config, batch: int, seq_len: int) -> dict[str, float]:
+    """Floating-point operations of the ``grad`` pass (forward, then backward of Σ o) from the model's configuration.
+
+    Counted per token (T = batch · seq_len tokens), with a multiply-add as 2
+    operations: every ``nn.Linear`` in → out (2·in·out; ``embeddings_project``
+    E → H when E ≠ H); SA's and DSC's attention products q kᵀ and p v
+    (2 · 2 · S · width, width = H for SA, H/2 for DSC); DSC's depthwise key
+    convolution (2 · H · k), its pointwise one (2 · H · H/2) and its dynamic
+    convolution (2 · H/2 · k); LT's 2-D transform of each head's [S, d] block as
+    5 N log₂ N per (sequence, head), N = S · d (the usual count of a complex FFT).
+    The backward costs, per product, its forward once for the gradient of its
+    input (needed everywhere, down to the position table) and once more for
+    the gradient of its weight where the metrics read it (:func:`collect`
+    computes no other): twice for the block and feed-forward linears and the
+    attention and dynamic-convolution products, once for ``embeddings_project``
+    and the key convolutions; once the forward's transforms. Element-wise work
+    (softmax, GELU, LayerNorm, masks) is not counted.
+
+    Args:
+        config: a :class:`~tfnas.models.flexibert.FlexiBertConfig` (the model as built, compat included).
+        batch: B, sequences.
+        seq_len: S, tokens per sequence.
+
+    Returns:
+        ``{"matmul_forward", "matmul_backward", "fft_forward", "forward", "backward", "total"}`` in FLOPs.
+    """
+    s, hid, t = seq_len, config.hidden_size, batch * seq_len
+    both = 0.0  # per token: products whose backward needs both gradients
+    input_only = 0.0  # per token: products whose weight gradient nobody reads
+    fft = 0.0
+    if config.embedding_size != hid:
+        input_only += 2 * config.embedding_size * hid
+    for lay in config.layers:
+        op, heads = lay["operation_type"], lay["num_operation_heads"]
+        if op == "SA":
+            n_proj = 5 if lay["operation_parameter"] == "WMA" else 4  # query key value [wma] dense
+            both += n_proj * 2 * hid * hid + 2 * 2 * s * hid
+        elif op == "LT":
+            both += 2 * hid * hid
+            n = s * (hid // heads)
+            fft += batch * heads * 5 * n * math.log2(n)
+        else:  # DSC: h/2 attention heads and h/2 convolution heads of size H/h, A = H/2
+            k, hp = lay["operation_parameter"], heads // 2
+            inner = hp * (hid // heads)
+            both += 3 * 2 * hid * inner + 2 * inner * hp * k  # query key value, kernel
+            input_only += 2 * hid * k + 2 * hid * inner  # key_conv: depthwise, pointwise
+            both += 2 * hid * inner + 2 * inner * k  # conv_value, dynamic convolution
+            both += 2 * 2 * s * inner + 2 * hid * hid  # attention, dense
+        inner_ff, n_ff = lay["feed_forward_dimension"], lay["num_feed_forward"]
+        both += 2 * (hid * inner_ff + (n_ff - 1) * inner_ff * inner_ff + inner_ff * hid)
+    matmul_forward = (both + input_only) * t
+    matmul_backward = (2 * both + input_only) * t
+    forward, backward = matmul_forward + fft, matmul_backward + fft
+    return {"matmul_forward": matmul_forward, "matmul_backward": matmul_backward, "fft_forward": fft,
+            "forward": forward, "backward": backward, "total": forward + backward}
