@@ -8,9 +8,19 @@ import pytest
 import torch
 
 from tfnas.scoring import engine
+from tfnas.scoring import api
 from tfnas.scoring.api import UndefinedScore, register, register_pass
 
 CALLS: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _unregister_toys():
+    """The toy passes and metrics below leave the registry after this module (other tests list it)."""
+    yield
+    for table in (api.METRICS, api.PASSES):
+        for key in [k for k in table if k[1].startswith("_t_")]:
+            del table[key]
 
 
 @register_pass("rnn", "_t_small", served_by=("_t_big",))

@@ -511,10 +511,16 @@ def test_passes_shared_and_paper_metrics_unchanged(space):
 
 
 def test_configs_list_paper_metrics_then_proxies():
+    from hydra import compose, initialize_config_dir
+
+    import tfnas.hydra_support  # noqa: F401  (resolvers)
+    from tfnas.schema import metric_names
+
     proxies = list(OmegaConf.load(REPO_ROOT / "conf" / "metrics" / "proxies.yaml").names)
     assert proxies == PROXIES
-    for space in ("rnn", "bert"):
-        combined = list(OmegaConf.load(REPO_ROOT / "conf" / "metrics" / f"all_{space}.yaml").names)
+    for space in ("rnn", "bert", "gpt"):
+        with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+            combined = metric_names(compose("score", overrides=[f"metrics=all_{space}"]).metrics)
         assert combined == _paper_names(space) + proxies
         assert set(combined) <= set(available(space))
 

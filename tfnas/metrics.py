@@ -21,6 +21,7 @@ from typing import Sequence
 from omegaconf import OmegaConf
 
 from tfnas.paths import REPO_ROOT
+from tfnas.schema import metric_names
 
 CONF = REPO_ROOT / "conf"
 
@@ -51,7 +52,7 @@ def default_metrics(space: str) -> list[str]:
     import tfnas.hydra_support  # noqa: F401  (the score schema and resolvers)
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return list(compose("score", overrides=[f"space={space}"]).metrics.names)
+        return metric_names(compose("score", overrides=[f"space={space}"]).metrics)
 
 
 def summary(doc: str | None, width: int = 100) -> str:

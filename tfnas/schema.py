@@ -48,6 +48,16 @@ class ConfigError(ValueError):
     """A wrong option value: the message is one line naming the option and what it accepts."""
 
 
+def metric_names(metrics: Any) -> list[str]:
+    """The metrics a config selects: ``metrics.names``, then ``metrics.extra.names`` if present.
+
+    ``conf/metrics/all_<family>.yaml`` composes its family's list as ``names`` and
+    ``proxies.yaml`` as ``extra`` (Hydra's defaults list), so neither list is copied.
+    """
+    extra = metrics.get("extra") or {}
+    return [str(n) for n in metrics.names] + [str(n) for n in (extra.get("names") or [])]
+
+
 def option(help: str, min: Optional[int] = None, choices: Optional[tuple] = None) -> Any:
     """A schema field whose default is the YAML's (``MISSING`` here), with its explanation and range.
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from tfnas import results
 from tfnas.callbacks import TrainingFreeScores
-from tfnas.schema import ConfigError, ScoreConfig, validate
+from tfnas.schema import ConfigError, ScoreConfig, metric_names, validate
 from tfnas.scoring import registry
 from tfnas.systems.scoring import ScoringSystem
 from tfnas.tasks.loop import ArchitectureJob, fmt, run_job
@@ -52,14 +52,14 @@ def sweep_settings(cfg: DictConfig, space: Any, data: Any) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "batch_index": int(cfg.batch_index),
         "data": data.describe(),
-        "metrics": sorted(cfg.metrics.names),
+        "metrics": sorted(metric_names(cfg.metrics)),
         "paper_compat": bool(cfg.paper_compat),
     }
 
 
 def scorer(cfg: DictConfig, space: Any, data: Any, log_step: int = 0) -> TrainingFreeScores:
     """The training-free scores of ``cfg`` (metrics, seed, scoring batch ``batch_index``) for ``space``'s family."""
-    return TrainingFreeScores(space.family, data.scoring_batch(int(cfg.batch_index)), cfg.metrics.names,
+    return TrainingFreeScores(space.family, data.scoring_batch(int(cfg.batch_index)), metric_names(cfg.metrics),
                               seed=int(cfg.seed), paper_compat=bool(cfg.paper_compat), log_step=log_step)
 
 
@@ -71,7 +71,7 @@ def check_metrics(cfg: DictConfig, space: Any) -> None:
         ConfigError: one line with the valid names for the space, named as the user typed it (``space=nasbench_nlp``).
     """
     try:
-        registry.get(space.family, cfg.metrics.names, space=space.name)
+        registry.get(space.family, metric_names(cfg.metrics), space=space.name)
     except KeyError as exc:
         raise ConfigError(exc.args[0]) from None
 
