@@ -117,18 +117,24 @@ def forward_flops(model, seq: int, batch: int) -> int:
     )
 
 
-def matmul_gflops(m: int, k: int, n: int, seconds: float = 0.5) -> float:
-    """Best float32 GFLOP/s of [m, k] · [k, n] over repeated products for about ``seconds``."""
+def matmul_gflops(m: int, k: int, n: int, seconds: float = 0.5, cpu_time: bool = False) -> float:
+    """Best float32 GFLOP/s of [m, k] · [k, n] over repeated products for about ``seconds``.
+
+    ``cpu_time``: timed by this process's CPU seconds and multiplied by the
+    thread count, the rate of the threads when they run, whatever else the
+    machine runs (the BERT mode); else by wall time.
+    """
+    clock = time.process_time if cpu_time else time.perf_counter
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
     out = torch.empty(m, n)
     torch.mm(a, b, out=out)
-    best, t_end = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        t0 = time.perf_counter()
+    best, t_end = float("inf"), clock() + seconds
+    while clock() < t_end:
+        t0 = clock()
         torch.mm(a, b, out=out)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * m * k * n / best / 1e9
+        best = min(best, clock() - t0)
+    return 2 * m * k * n / best / 1e9 * (torch.get_num_threads() if cpu_time else 1)
 
 
 def _time(fn, repeats: int) -> float:
@@ -153,22 +159,6 @@ def bert_cpu_time(fn, repeats: int) -> tuple[float, float]:
         if c < best[1]:
             best = (w, c)
     return best
-
-
-def bert_matmul_peak_gflops(m: int = 8192, k: int = 256, n: int = 1024, seconds: float = 1.0) -> float:
-    """Best float32 GFLOP/s of [m, k] · [k, n] over repeated products for about ``seconds`` of CPU time.
-
-    Per CPU-second of all this process's threads, times the threads: the rate
-    of the threads when they run, whatever else the machine runs.
-    """
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
-    out = torch.empty(m, n)
-    torch.mm(a, b, out=out)
-    best, c_end = float("inf"), time.process_time() + seconds
-    while time.process_time() < c_end:
-        best = min(best, bert_cpu_time(lambda: torch.mm(a, b, out=out), 1)[1])
-    return 2 * m * k * n / best / 1e9 * torch.get_num_threads()
 
 
 def bert_layers(config) -> str:
@@ -202,7 +192,7 @@ def bert_main(args) -> None:
     for i in picks:
         model = space.build(space[i], seed=0)
         flops = grad_pass_flops(model.config, b, s)["total"]
-        peak = bert_matmul_peak_gflops()
+        peak = matmul_gflops(8192, 256, 1024, seconds=1.0, cpu_time=True)
         wall, cpu = bert_cpu_time(lambda: engine.score("bert", model, batch, names, paper_compat=args.paper_compat,
                                                        options={"micro_batch_tokens": tokens}), args.repeats)
         achieved = flops / cpu / 1e9 * threads
