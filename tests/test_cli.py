@@ -148,3 +148,20 @@ def test_metrics_of_a_space_by_the_name_the_user_types(tmp_path):
     assert bad.returncode == 1
     assert bad.stderr.splitlines() == ["python -m tfnas.metrics: no space 'nasbench_nl'; the spaces: "
                                        "lts_gpt2_lm1b, lts_gpt2_wt103, nasbench_bert, nasbench_nlp"]
+
+
+def test_scoring_data_of_another_family_fails_before_any_work(synthetic_data_dir, tmp_path):
+    from hydra.utils import instantiate
+
+    from tfnas.tasks.score import check_data
+
+    paths = [f"paths.data_dir={synthetic_data_dir}", f"paths.results_dir={tmp_path}"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        for space, data in [("nasbench_nlp", "text_cpu"), ("nasbench_bert", "nasbench_nlp"), ("lts_gpt2_wt103", "text")]:
+            cfg = compose("score", overrides=[*paths, f"space={space}", f"data={data}"])
+            with pytest.raises(ConfigError, match=f"is scoring data of the .* family; space={space} is the "):
+                check_data(cfg, instantiate(cfg.space, _convert_="all"))
+        for space, data in [("nasbench_nlp", "ptb"), ("nasbench_bert", "text_cpu"), ("lts_gpt2_wt103", "causal_text")]:
+            cfg = compose("score", overrides=[*paths, f"space={space}", f"data={data}"])
+            check_data(cfg, instantiate(cfg.space, _convert_="all"))
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -146,6 +146,9 @@ class CausalTextScoringData:
         FileNotFoundError: ``tokenizer="gpt2"`` and no GPT-2 files (the message says how to give them).
     """
 
+    #: The model family whose scoring batches this builds (checked against the space before any work).
+    family = "gpt"
+
     def __init__(
         self,
         data_dir: str | Path | None = None,

@@ -289,6 +289,9 @@ class PTBScoringData:
         ValueError: an unknown split or source, or non-positive sizes.
     """
 
+    #: The model family whose scoring batches this builds (checked against the space before any work).
+    family = "rnn"
+
     def __init__(
         self,
         data_dir: str | Path | None = None,

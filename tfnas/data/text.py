@@ -90,6 +90,9 @@ class TextScoringData:
         ValueError: unknown source, ``seq_len`` < 3 or ``batch_size`` < 1.
     """
 
+    #: The model family whose scoring batches this builds (checked against the space before any work).
+    family = "bert"
+
     def __init__(
         self,
         data_dir: str | Path | None = None,

@@ -319,12 +319,13 @@ def trainer_settings(trainer_cfg: Any, family: str) -> dict[str, Any]:
     return {k: t.get(k) for k in RESULT_TRAINER_KEYS[family]}
 
 
-def experiment_choice() -> str | None:
-    """The ``experiment`` config chosen on the command line (``quick``), or None (none, or not under Hydra)."""
+def config_choice(group: str) -> str | None:
+    """The option of config group ``group`` chosen for this run (``experiment`` → ``quick``), or None
+    (none chosen, or not under Hydra)."""
     from hydra.core.hydra_config import HydraConfig
 
     try:
-        choice = HydraConfig.get().runtime.choices.get("experiment")
+        choice = HydraConfig.get().runtime.choices.get(group)
     except ValueError:
         return None
     return None if choice in (None, "null") else str(choice)
@@ -341,7 +342,7 @@ def announce_training(cfg: DictConfig, space_name: str, protocol: str, full: str
             when no ``experiment`` is chosen, followed by ``hint`` (``"hours per epoch on a CPU"``).
     """
     log = logging.getLogger("tfnas.train")
-    exp = experiment_choice()
+    exp = config_choice("experiment")
     which = f"experiment={exp} (conf/experiment/{exp}.yaml)" if exp else f"{full}, as no experiment= is chosen"
     log.info(f"protocol: {which}: {protocol}" + (f" ({hint})" if hint and not exp else ""))
     log.info(f"records -> {Path(str(cfg.results_dir)) / space_name}/arch_<i>_<hash>.json; "

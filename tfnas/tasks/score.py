@@ -26,7 +26,7 @@ from tfnas.callbacks import TrainingFreeScores
 from tfnas.schema import ConfigError, ScoreConfig, metric_names, validate
 from tfnas.scoring import registry
 from tfnas.systems.scoring import ScoringSystem
-from tfnas.tasks.loop import ArchitectureJob, fmt, run_job
+from tfnas.tasks.loop import ArchitectureJob, config_choice, fmt, run_job
 from tfnas.tasks.runtime import make_loggers, make_trainer, setup_runtime, to_container
 
 log = logging.getLogger("tfnas.score")
@@ -76,6 +76,21 @@ def check_metrics(cfg: DictConfig, space: Any) -> None:
         raise ConfigError(exc.args[0]) from None
 
 
+def check_data(cfg: DictConfig, space: Any) -> None:
+    """The scoring data is built for ``space``'s family (its class's ``family``), checked before any work.
+
+    Raises:
+        ConfigError: one line naming the data option, its family and the space's default data.
+    """
+    from hydra.utils import get_class
+
+    family = getattr(get_class(cfg.data._target_), "family", space.family)
+    if family != space.family:
+        data = config_choice("data") or cfg.data._target_
+        raise ConfigError(f"data={data} is scoring data of the {family} family; "
+                          f"space={space.name} is the {space.family} family (its default: data={space.name})")
+
+
 class ScoreJob(ArchitectureJob):
     """Scores a job's architectures at initialization (see the module docstring).
 
@@ -89,6 +104,7 @@ class ScoreJob(ArchitectureJob):
         super().__init__(cfg, space)
         self.threads = threads
         check_metrics(cfg, space)
+        check_data(cfg, space)
 
     def prepare(self, indices: list[int]) -> dict[str, Any]:
         cfg, space = self.cfg, self.space
