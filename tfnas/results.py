@@ -232,7 +232,6 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     return rec
 
 
-
 # ---------------------------------------------------------------------------- claims
 
 

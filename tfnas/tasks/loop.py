@@ -267,7 +267,7 @@ def _tracker(cfg: DictConfig, size: int, job_total: int) -> progress.Tracker:
                     return len(select(sel["arch"], sel["shard"], sel["shard_size"], size))
                 except (ValueError, TypeError):  # a wrong value: that job fails on its own, scoring nothing
                     return 0
-            total = progress.sweep_total(plan["jobs"], count)
+            total = sum(count(job) for job in plan["jobs"])
         _sweeps[key] = (float(plan.get("started", time.time())), total)
     started, total = _sweeps[key]
     return progress.Tracker(job_total, label, sweep_dir=sweep_dir, sweep_total=total, started=started)

@@ -15,8 +15,7 @@ job of the sweep sees:
   ``O_APPEND`` write (:class:`Tracker`).
 
 A job reads the plan once to count the sweep's architectures inside the space
-(:func:`sweep_total`: a job beyond the space counts 0, a shard its clipped
-block) and, after each architecture, counts the log's lines: ``k of N``. The
+(a job beyond the space counts 0, a shard its clipped block) and, after each architecture, counts the log's lines: ``k of N``. The
 rate is the architectures scored (not those skipped because their record was
 there or claimed by another process) per second: after the first one, since
 the first one finished (the start-up of Python, torch and Hydra's first batch
@@ -27,7 +26,7 @@ own architectures are the total and its start the start.
 
 A progress line (:meth:`Tracker.step`)::
 
-    [12 of 4000 done, 0.83 arch/s, 1:20:04 left] arch 11 (id 1000011) ok 1.02s hidden_covariance_l1=...
+    [12 of 4000 done | 0.83 arch/s, 1:20:04 left] arch 11 (id 1000011) ok 1.02s hidden_covariance_l1=...
     [212 of 4000 done | shard 2: 12 of 100 | 2.1 s/arch, 2:12:40 left] arch 211 ...
 
 At the end of the multirun :func:`summary` tabulates the log (how many were
@@ -43,7 +42,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 #: The sweep's plan, in the Hydra sweep folder.
 PLAN_FILE = "tfnas_sweep.json"
@@ -102,11 +101,6 @@ def read_plan(sweep_dir: str | os.PathLike) -> dict[str, Any] | None:
             return json.load(f)
     except (OSError, ValueError):
         return None
-
-
-def sweep_total(jobs: list[dict[str, str]], count: Callable[[dict[str, str]], int]) -> int:
-    """The architectures of a sweep: ``count(job)`` summed over its jobs (:func:`plan_jobs`)."""
-    return sum(count(job) for job in jobs)
 
 
 def read_log(sweep_dir: str | os.PathLike) -> Counter:
