@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd import forward_ad
 
 from tfnas.spaces.nasbench_nlp.ops import CELL_OPS
 from tfnas.spaces.nasbench_nlp.recipe import Recipe
@@ -47,6 +48,11 @@ class CellCapture:
             (:mod:`tfnas.scoring.rnn.bptt`). Record under ``torch.no_grad()``.
         states_only: record only ``h_prev_0`` of each step (what hidden
             covariance reads), so the other values are freed as they go.
+        weight_tangent: run under :mod:`torch.autograd.forward_ad` with the
+            weights' tangent being the weights themselves (Ẇ = W, GraSP's
+            direction θ) while the weights passed in are plain tensors: each
+            product W·a gets the tangent W·(a + ȧ) (:func:`with_weight_tangent`),
+            one product where dual weights would cost two.
     """
 
     activation_codes: list[Tensor] | None = None
@@ -54,6 +60,18 @@ class CellCapture:
     code_rows: int | None = None
     layers: list[LayerRecord] | None = None
     states_only: bool = False
+    weight_tangent: bool = False
+
+
+def with_weight_tangent(a: Tensor) -> Tensor:
+    """``a`` with its forward-mode tangent ȧ replaced by a + ȧ (ȧ = 0 when ``a`` has none).
+
+    For a product P = W·a whose weight tangent is Ẇ = W, Ṗ = W·a + W·ȧ =
+    W·(a + ȧ): multiplying the plain W by this dual tensor gives P and Ṗ with
+    one product for the tangent. Call inside a :func:`torch.autograd.forward_ad.dual_level`.
+    """
+    primal, tangent = forward_ad.unpack_dual(a)
+    return forward_ad.make_dual(primal, primal if tangent is None else primal + tangent)
 
 
 @dataclass
@@ -211,12 +229,13 @@ class RecurrentLayer(nn.Module):
         nodes = self.recipe.nodes
         order = self.recipe.order
         hoisted = None
+        operand = with_weight_tangent if capture is not None and capture.weight_tangent else (lambda a: a)
         if "x" in weights:
             # One product over all steps; the biases of x-reading nodes are folded in.
             wx = weights["x"]
             zero = wx.new_zeros(h)
             bias_x = torch.cat([bias[self._bias_row[n]] if n else zero for n in self._x_block_bias])
-            hoisted = torch.addmm(bias_x, inputs.reshape(seq * bsz, -1), wx.t()).view(seq, bsz, -1)
+            hoisted = torch.addmm(bias_x, operand(inputs).reshape(seq * bsz, -1), wx.t()).view(seq, bsz, -1)
             # unbind, not hoisted[t]: the backward of one unbind stacks the step
             # gradients once, whereas each select's backward fills a zero tensor
             # of the whole sequence (quadratic in seq; over half of a backward).
@@ -238,7 +257,7 @@ class RecurrentLayer(nn.Module):
                     parts = []
                     for j, src in enumerate(node.inputs):
                         if src not in products:
-                            full = values[src] @ weights[src].t()
+                            full = operand(values[src]) @ weights[src].t()
                             # split only a stack: its backward concatenates the pieces' gradients
                             products[src] = full.split(h, dim=1) if full.shape[1] > h else (full,)
                         parts.append(products[src][self.blocks[(name, j)][1]])

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tfnas.models.rnn_cell import LayerRecord, RecurrentLayer
+from tfnas.models.rnn_cell import LayerRecord, RecurrentLayer, with_weight_tangent
 from tfnas.spaces.nasbench_nlp.ops import CELL_OPS
 
 
@@ -59,6 +59,7 @@ def layer_backward(
     rows: int | None = None,
     product_sources: tuple[str, ...] = (),
     weights: dict[str, Tensor] | None = None,
+    weight_tangent: bool = False,
 ) -> LayerGrads:
     """Backward of ``Σ d_out ⊙ outputs`` through one recorded layer run.
 
@@ -74,6 +75,10 @@ def layer_backward(
             ``layer.named_parameters()`` (``"weights.from_<source>"``), when
             they were not the layer's own (a :func:`torch.func.functional_call`
             forward, e.g. with forward-mode dual tensors); None = the layer's.
+        weight_tangent: the forward ran with ``CellCapture.weight_tangent``
+            (plain weights standing for Ẇ = W): each product of a gradient with
+            a weight block gets the matching tangent, ∂·W with tangent
+            (∂ + ∂̇)·W (:func:`~tfnas.models.rnn_cell.with_weight_tangent`).
 
     Returns:
         :class:`LayerGrads`.
@@ -105,6 +110,7 @@ def layer_backward(
     d_in = record.inputs.new_zeros(record.inputs.shape)
     leaving = d_out.new_empty(max(seq - 1, 0), rows, h)
     carry: list[Tensor | None] = [None] * layer.num_hidden  # ∂/∂ h_new_k of this step, from step t+1
+    operand = with_weight_tangent if weight_tangent else (lambda a: a)
     for t in reversed(range(seq)):
         values = record.steps[t]
         grads: dict[str, Tensor] = {}
@@ -150,9 +156,9 @@ def layer_backward(
                 # ∂ of each product W_j in_j; the forward's products are not recorded, and the derivative reads none.
                 for j, (src, d) in enumerate(zip(ins, op.derivative(g, [None] * len(ins), values[name]))):
                     if src == "x":
-                        d_in[t].addmm_(d, block_w[(name, j)])
+                        d_in[t].addmm_(operand(d), block_w[(name, j)])
                     else:
-                        pending.setdefault(src, []).append((block_w[(name, j)], d))
+                        pending.setdefault(src, []).append((block_w[(name, j)], operand(d)))
                     if src in kept:
                         b = layer.blocks[(name, j)][1]
                         kept[src][t, :, b * h : (b + 1) * h] = d[:rows]

@@ -118,7 +118,11 @@ def _rnn_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
     block and E; biases carry none): the primal is g = ∂L/∂θ and the tangent is
     H θ, the Hessian of L over the proxy weights times θ, both in one pass
     (forward-over-reverse). GraSP's θᵀ H g then equals gᵀ (H θ) (H is symmetric),
-    summed in float64 into ``LossOutputs.theta_hg``; ``hvp`` stays None.
+    summed in float64 into ``LossOutputs.theta_hg``; ``hvp`` stays None. The
+    weights themselves stay plain: as Ẇ = W, the tangent of a product W·a is
+    W·(a + ȧ), which the cell's forward and the backward through time form
+    with one product each (``CellCapture.weight_tangent``), where dual weights
+    would cost two.
     """
     model = language_model(ctx)
     tokens, targets = token_batch(ctx)
@@ -129,20 +133,13 @@ def _rnn_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
     want_fisher = ctx.wants("fisher")
     want_codes = ctx.wants("proxy_codes")
     with torch.no_grad(), (forward_ad.dual_level() if hvp else contextlib.nullcontext()):
-
-        def weight(t: Tensor) -> Tensor:  # a proxy weight: its own tangent when GraSP is asked for
-            t = t.detach()
-            return forward_ad.make_dual(t, t) if hvp else t
-
-        params = [
-            {name: p.detach() if name == "bias" else weight(p) for name, p in layer.named_parameters()}
-            for layer in model.layers
-        ]
+        # With GraSP the weights' tangent is θ itself, carried by the products (CellCapture.weight_tangent).
+        params = layer_parameters(model, Tensor.detach)
         embedding = model.encoder.weight.detach()
         emb = F.embedding(tokens, embedding)  # eval mode: no embedding dropout
         if hvp:
             emb = forward_ad.make_dual(emb, emb)  # the tangent of E is E, so that of E[x] is E[x]
-        capture = CellCapture(layers=[], input_codes=[] if want_codes else None)
+        capture = CellCapture(layers=[], input_codes=[] if want_codes else None, weight_tangent=hvp)
         y = run_layers_with(model, params, emb, capture)
         loss, logits, d_logits, d_out, g_emb = _decoder_backward(
             y, embedding, model.decoder.bias.detach(), targets, hvp
@@ -151,7 +148,8 @@ def _rnn_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
         for i in reversed(range(len(model.layers))):
             layer = model.layers[i]
             layer_grads[i] = bptt.layer_backward(
-                layer, capture.layers[i], d_out, product_sources=tuple(layer.sources), weights=params[i]
+                layer, capture.layers[i], d_out, product_sources=tuple(layer.sources), weights=params[i],
+                weight_tangent=hvp,
             )
             d_out = layer_grads[i].inputs
         g_emb = g_emb.index_add(0, tokens.reshape(-1), d_out.reshape(-1, d_out.shape[-1]))
@@ -173,7 +171,6 @@ def _rnn_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
             primal = lambda t: forward_ad.unpack_dual(t).primal  # noqa: E731
             g_stacked = [{k: primal(v) for k, v in per.items()} for per in g_stacked]
             g_emb = primal(g_emb)
-            params = [{k: primal(v) for k, v in per.items()} for per in params]
         fisher = None
         if want_fisher:
             fisher = []
