@@ -341,9 +341,9 @@ def tiny_bert(layers=BERT_LAYERS):
     return FlexiBertModel(cfg).eval()
 
 
-def bert_batch():
+def bert_batch(rows=4):
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, 60, (4, 12), generator=g)
+    ids = torch.randint(5, 60, (rows, 12), generator=g)
     ids[:, 0], ids[:, -1] = 2, 3  # [CLS] ... [SEP] stand-ins
     mask = torch.ones_like(ids)
     mask[3, 8:] = 0
@@ -468,6 +468,20 @@ def test_bert_proxy_matches_hand_computation(bert_case, name):
     assert name not in res.reasons, res.reasons.get(name)
     tol = 1e-3 if name == "grasp" else 1e-4
     assert res.scores[name] == pytest.approx(ref[name], rel=tol, abs=1e-9), name
+
+
+def test_bert_loss_proxies_in_chunks_equal_the_whole_batch():
+    """36 sequences in chunks of 16 and 20 (micro_batch_tokens = 16 × 12; the remainder of 4 joins the
+    last chunk) against one chunk and against whole-batch autograd (GraSP as θᵀ H g by double backward)."""
+    model, batch = tiny_bert(), bert_batch(rows=36)
+    names = ["grad_norm", "snip", "grasp", "fisher"]
+    chunked = engine.score("bert", model, batch, names, seed=SEED, options={**BERT_OPTIONS, "micro_batch_tokens": 192})
+    whole = engine.score("bert", model, batch, names, seed=SEED, options={**BERT_OPTIONS, "micro_batch_tokens": 10**6})
+    ref = bert_reference(model, batch)
+    assert chunked.reasons == whole.reasons == {}
+    for name in names:
+        assert chunked.scores[name] == pytest.approx(whole.scores[name], rel=1e-5), name
+        assert chunked.scores[name] == pytest.approx(ref[name], rel=1e-3 if name == "grasp" else 1e-4), name
 
 
 def test_bert_mask_token_outside_vocabulary_is_reported():

@@ -25,13 +25,13 @@ Passes (``served_by`` lets one run serve several):
 - ``proxy_loss``: forward with the loss, one backward; keeps ∂L/∂θ and, when
   asked (capture ``"fisher"``), the Fisher terms of every linear op.
   Served by ``proxy_loss_hvp``.
-- ``proxy_loss_hvp``: the same, with the backward built with
-  ``create_graph=True``, plus GraSP's Hessian-gradient product
-  H·g = ∂(Σ g_detached ⊙ ∂L/∂θ)/∂θ (Wang et al. 2020). One forward, one
-  backward and one double-backward serve grad_norm, snip, fisher and grasp.
-  (The RNN family computes the same by hand: its backward through time, and
-  GraSP's θᵀ H g as gᵀ (H θ) by forward-over-reverse in one pass, returned as
-  ``theta_hg``; see :mod:`tfnas.scoring.rnn.proxies`.)
+- ``proxy_loss_hvp``: the same, plus GraSP's θᵀ H g (Wang et al. 2020),
+  taken as gᵀ (H θ) (H is symmetric): for BERT and GPT a backward built with
+  ``create_graph=True`` and a double backward giving H θ, chunk by chunk of
+  the batch (:class:`LossBackward`); for the RNN family by hand, its backward
+  through time with H θ by forward-over-reverse in the same pass
+  (:mod:`tfnas.scoring.rnn.proxies`). One pass serves grad_norm, snip,
+  fisher and grasp.
 - ``proxy_codes``: NASWOT's kernel K (Mellor et al. 2021 v2) of the binary
   codes of the activation units on the clean scoring batch.
 - ``proxy_synflow``: SynFlow (Tanaka et al. 2020) on an absolute-valued
@@ -80,23 +80,20 @@ class LossOutputs:
         names: name of each proxy weight θ_p.
         weights: θ_p (detached; the model's own storage, or views of it).
         grads: ∂L/∂θ_p, same shapes.
-        hvp: (H g)_p, GraSP's Hessian-gradient product; None for ``proxy_loss``.
         fisher: per linear op, the per-unit Fisher terms
             ``0.5 · mean_n (Σ_pos a_{n,pos,k} ∂L/∂a_{n,pos,k})²`` [units],
             float64; None unless the capture ``"fisher"`` was asked for.
         naswot_kernel: the NASWOT kernel K [batch, batch] float64 of the clean
             forward, when the pass serves ``proxy_codes`` (the RNN's loss
             forward sees the clean batch); else None.
-        theta_hg: GraSP's θᵀ H g itself, float64, when the pass computed it as
-            gᵀ (H θ) by forward-over-reverse (the RNN's ``proxy_loss_hvp``; H is
-            symmetric) instead of returning ``hvp``; else None.
+        theta_hg: GraSP's θᵀ H g, float64, computed as gᵀ (H θ) (H is
+            symmetric); None for ``proxy_loss``.
     """
 
     loss: float
     names: list[str]
     weights: list[Tensor]
     grads: list[Tensor]
-    hvp: list[Tensor] | None
     fisher: list[tuple[str, Tensor]] | None
     naswot_kernel: Tensor | None = None
     theta_hg: float | None = None
@@ -244,15 +241,6 @@ def seeded_generator(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int(seed))
 
 
-def hessian_grad(theta: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
-    """GraSP's H g: ∂(Σ_p g_p,detached ⊙ ∂L/∂θ_p)/∂θ (Wang et al. 2020), from a create_graph gradient."""
-    z = sum((g.detach() * g).sum() for g in grads if g.requires_grad)
-    if not isinstance(z, Tensor) or not z.requires_grad:
-        return [torch.zeros_like(t) for t in theta]
-    hg = torch.autograd.grad(z, theta, allow_unused=True)
-    return [torch.zeros_like(t) if h is None else h.detach() for t, h in zip(theta, hg)]
-
-
 def log_positive(v: Tensor, what: str, zero_reason: str) -> float:
     """ln v for a positive finite scalar.
 
@@ -267,36 +255,70 @@ def log_positive(v: Tensor, what: str, zero_reason: str) -> float:
     return math.log(v)
 
 
-def loss_outputs(
-    loss: Tensor, named: list[tuple[str, Tensor]], acts: list[tuple[str, Tensor, int]] | None, hvp: bool
-) -> LossOutputs:
-    """The backward of a loss pass whose proxy weights are the model's own tensors (BERT, GPT).
+class LossBackward:
+    """The backward of a loss pass whose proxy weights are the model's own tensors (BERT, GPT), in chunks of samples.
 
-    One :func:`torch.autograd.grad` of L to θ and to the recorded op outputs,
-    built with ``create_graph`` when ``hvp``; a tensor that L does not reach
-    gets a zero gradient.
+    L = Σ_c L_c over chunks of the batch, each L_c the chunk's share of the
+    whole batch's loss (its summed token losses over the whole batch's count),
+    so that ∂L/∂θ = Σ_c ∂L_c/∂θ. Per chunk, one :func:`torch.autograd.grad` of
+    L_c to θ and to the recorded op outputs (built with ``create_graph`` for
+    GraSP), then the chunk's graph is freed; a tensor that L_c does not reach
+    gets a zero gradient. GraSP: θᵀ H g = gᵀ (H θ) (H is symmetric), and
+    H θ = Σ_c ∂(Σ_p θ_p,detached ⊙ ∂L_c/∂θ_p)/∂θ needs no g beforehand, so
+    each chunk adds its double backward (Wang et al. 2020 take H g the same
+    way, with g as the direction); summed in float64 into ``theta_hg``. The
+    Fisher terms, a mean over samples, add each chunk's with weight
+    n_chunk / n_samples.
 
     Args:
-        loss: L, a scalar.
         named: (name, θ_p) of every proxy weight.
-        acts: for Fisher, (name, output a, channel axis of a) of every linear op
-            recorded in the forward; None when Fisher is not asked for.
-        hvp: also compute GraSP's H g (:func:`hessian_grad`).
-
-    Returns:
-        :class:`LossOutputs` (``fisher`` None when ``acts`` is None).
+        samples: samples in the whole batch (the Fisher mean's n).
+        fisher: record the Fisher terms (``add`` then takes the op outputs).
+        hvp: compute GraSP's θᵀ H g.
     """
-    theta = [w for _, w in named]
-    outs = [a for _, a, _ in acts or []]
-    grads = torch.autograd.grad(loss, [*theta, *outs], create_graph=hvp, allow_unused=True)
-    g_theta = [torch.zeros_like(t) if g is None else g for t, g in zip(theta, grads[: len(theta)])]
-    fisher = None
-    if acts is not None:
-        fisher = [(name, fisher_terms(a, torch.zeros_like(a) if g is None else g.detach(), channel_dim))
-                  for (name, a, channel_dim), g in zip(acts, grads[len(theta) :])]  # fmt: skip
-    hg = hessian_grad(theta, g_theta) if hvp else None
-    return LossOutputs(float(loss.detach()), [n for n, _ in named], [t.detach() for t in theta],
-                       [g.detach() for g in g_theta], hg, fisher)  # fmt: skip
+
+    def __init__(self, named: list[tuple[str, Tensor]], samples: int, fisher: bool, hvp: bool):
+        self.names = [n for n, _ in named]
+        self.theta = [w for _, w in named]
+        self.samples, self.hvp = samples, hvp
+        self.loss = 0.0
+        self.grads = [torch.zeros_like(t, requires_grad=False) for t in self.theta]
+        self.h_theta = [torch.zeros_like(t, requires_grad=False) for t in self.theta] if hvp else None
+        self.fisher: dict[str, Tensor] | None = {} if fisher else None
+
+    def add(self, loss: Tensor, acts: list[tuple[str, Tensor, int]] | None = None, samples: int | None = None) -> None:
+        """One chunk: L_c (a scalar) and, for Fisher, (name, output a, channel axis of a) of every linear op.
+
+        ``samples``: the chunk's samples (default: the whole batch, one chunk).
+        """
+        outs = [a for _, a, _ in acts or []]
+        grads = torch.autograd.grad(loss, [*self.theta, *outs], create_graph=self.hvp, allow_unused=True)
+        self.loss += float(loss.detach())
+        g_theta = grads[: len(self.theta)]
+        if self.fisher is not None:
+            share = (self.samples if samples is None else samples) / self.samples
+            for (name, a, channel_dim), g in zip(acts or [], grads[len(self.theta) :]):
+                term = share * fisher_terms(a, torch.zeros_like(a) if g is None else g.detach(), channel_dim)
+                self.fisher[name] = term if name not in self.fisher else self.fisher[name] + term
+        if self.hvp:
+            z = sum((t.detach() * g).sum() for t, g in zip(self.theta, g_theta) if g is not None and g.requires_grad)
+            if isinstance(z, Tensor) and z.requires_grad:
+                for acc, h in zip(self.h_theta, torch.autograd.grad(z, self.theta, allow_unused=True)):
+                    if h is not None:
+                        acc.add_(h)
+        with torch.no_grad():
+            for acc, g in zip(self.grads, g_theta):
+                if g is not None:
+                    acc.add_(g.detach())
+
+    def outputs(self) -> LossOutputs:
+        """:class:`LossOutputs` of the chunks added (``fisher`` None unless asked for)."""
+        theta_hg = None
+        if self.hvp:
+            theta_hg = float(_sum((g.double() * h.double()).sum() for g, h in zip(self.grads, self.h_theta)))
+        fisher = None if self.fisher is None else list(self.fisher.items())
+        return LossOutputs(self.loss, self.names, [t.detach() for t in self.theta], self.grads, fisher,
+                           theta_hg=theta_hg)  # fmt: skip
 
 
 def layer_norm_zen(
@@ -385,19 +407,16 @@ def snip(ctx: ScoringContext) -> dict[str, float]:
 def grasp(ctx: ScoringContext) -> dict[str, float]:
     """GraSP: −Σ θ ⊙ (H g) over the proxy weights, g = ∂L/∂θ, H the Hessian of L (Wang et al. 2020).
 
-    As Abdelfattah et al. 2021 compute it: H g = ∂(Σ g_detached ⊙ ∂L/∂θ)/∂θ by a
-    double backward (the RNN family: gᵀ (H θ) by forward-over-reverse, equal
-    since H is symmetric), with the Hessian restricted to the proxy weights (both
-    gradients from the same loss and batch, eval mode). Token adaptation: the
-    loss of the ``proxy_loss_hvp`` pass (see the module docstring). Higher
-    values mean that pruning the weights would reduce gradient flow less.
+    Abdelfattah et al. 2021 take H g = ∂(Σ g_detached ⊙ ∂L/∂θ)/∂θ by a double
+    backward; the passes compute the equal gᵀ (H θ) (H is symmetric), whose
+    direction θ is known before g, so a batch can run in chunks (BERT, GPT:
+    double backward; RNN: forward-over-reverse). The Hessian is restricted to
+    the proxy weights (both gradients from the same loss and batch, eval mode).
+    Token adaptation: the loss of the ``proxy_loss_hvp`` pass (see the module
+    docstring). Higher values mean that pruning the weights would reduce
+    gradient flow less.
     """
-    out: LossOutputs = ctx.get("proxy_loss_hvp")
-    if out.theta_hg is not None:  # θᵀ H g = gᵀ H θ, computed by the pass
-        return {"grasp": -out.theta_hg}
-    if out.hvp is None:  # pragma: no cover - the hvp pass always fills it
-        raise UndefinedScore("grasp: the Hessian-gradient product was not computed")
-    return {"grasp": -_sum((w.double() * h.double()).sum() for w, h in zip(out.weights, out.hvp))}
+    return {"grasp": -ctx.get("proxy_loss_hvp").theta_hg}
 
 
 def fisher(ctx: ScoringContext) -> dict[str, float]:

@@ -23,14 +23,14 @@ from torch import Tensor, nn
 from tfnas.models.electra import GeneratorHead
 from tfnas.scoring.api import ScoringContext, UndefinedScore, register_pass
 from tfnas.scoring.bert.mlm import MASK_PROB, MASK_TOKEN_ID, SPECIAL_TOKEN_IDS, mask_tokens
-from tfnas.scoring.bert.passes import encoder_layers
+from tfnas.scoring.bert.passes import MICRO_BATCH_TOKENS, chunks, encoder_layers, micro_batch_size
 from tfnas.scoring.proxies import (
     CodesOutputs,
+    LossBackward,
     LossOutputs,
     SynflowOutputs,
     ZenOutputs,
     layer_norm_zen,
-    loss_outputs,
     register_proxies,
     seeded_generator,
     synflow_copy,
@@ -78,9 +78,8 @@ def _bert_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
         cfg.hidden_size, model.embeddings.word_embeddings, cfg.layer_norm_eps, cfg.initializer_range,
         seeded_generator(ctx.seed),
     )
-    named = proxy_weights(model)
     want_fisher = ctx.wants("fisher")
-    acts: list[tuple[str, Tensor, int]] = []
+    acts: list[tuple[str, Tensor, int]] = []  # the current chunk's linear-op outputs, for Fisher
     handles = []
     if want_fisher:
         for name, mod in model.named_modules():
@@ -91,15 +90,21 @@ def _bert_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
                     acts.append((name, o, ch if o.dim() == 3 else o.dim() - 1))
 
                 handles.append(mod.register_forward_hook(hook))
+    n_masked = int(chosen.sum())
+    backward = LossBackward(proxy_weights(model), ids.shape[0], want_fisher, hvp)
+    micro = micro_batch_size(ids.shape[1], int(opts.get("micro_batch_tokens", MICRO_BATCH_TOKENS)))
     try:
-        x = model.embed(masked, tt)
-        out = model.encode(x, None if ctx.paper_compat else attn).last_hidden_state
+        for part in chunks(ids.shape[0], micro):
+            acts.clear()
+            x = model.embed(masked[part], None if tt is None else tt[part])
+            out = model.encode(x, None if ctx.paper_compat or attn is None else attn[part]).last_hidden_state
+            picked = chosen[part]
+            loss = F.cross_entropy(head(out[picked]), ids[part][picked], reduction="sum") / n_masked
+            backward.add(loss, list(acts) if want_fisher else None, part.stop - part.start)
     finally:
         for h in handles:
             h.remove()
-    logits = head(out[chosen])
-    loss = F.cross_entropy(logits, ids[chosen])
-    return loss_outputs(loss, named, acts if want_fisher else None, hvp)
+    return backward.outputs()
 
 
 @register_pass("bert", "proxy_loss", served_by=("proxy_loss_hvp",), captures=("fisher",))
@@ -109,7 +114,13 @@ def bert_loss_pass(ctx: ScoringContext) -> LossOutputs:
     x = ``model.embed(masked ids)`` [B, S, H]; the encoder runs with the
     attention mask (none in ``paper_compat``); L = mean cross-entropy of the
     head's logits [n_masked, V] against the original tokens; θ = every
-    Linear / Conv1d / Embedding weight (the head excluded).
+    Linear / Conv1d / Embedding weight (the head excluded). The masks are drawn
+    for the whole batch; the forward and backward then run in chunks of
+    sequences as the ``grad`` pass does (option ``micro_batch_tokens``,
+    :func:`~tfnas.scoring.bert.passes.micro_batch_size`), each chunk's token
+    losses divided by the whole batch's masked count
+    (:class:`~tfnas.scoring.proxies.LossBackward`), so one chunk's graph is
+    held at a time.
 
     Raises:
         TypeError: not a FlexiBERT model.

@@ -22,11 +22,11 @@ from tfnas.scoring.api import ScoringContext, UndefinedScore, register_pass
 from tfnas.scoring.gpt.passes import decoder, input_ids
 from tfnas.scoring.proxies import (
     CodesOutputs,
+    LossBackward,
     LossOutputs,
     SynflowOutputs,
     ZenOutputs,
     layer_norm_zen,
-    loss_outputs,
     register_proxies,
     synflow_copy,
     synflow_log_score,
@@ -58,7 +58,9 @@ def _loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
         for h in handles:
             h.remove()
     loss = model.nll(hidden[:, :-1], ids[:, 1:]).mean()
-    return loss_outputs(loss, named, acts if want_fisher else None, hvp)
+    backward = LossBackward(named, ids.shape[0], want_fisher, hvp)
+    backward.add(loss, acts if want_fisher else None)
+    return backward.outputs()
 
 
 @register_pass("gpt", "proxy_loss", served_by=("proxy_loss_hvp",), captures=("fisher",))

@@ -118,7 +118,7 @@ def _rnn_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
     block and E; biases carry none): the primal is g = ∂L/∂θ and the tangent is
     H θ, the Hessian of L over the proxy weights times θ, both in one pass
     (forward-over-reverse). GraSP's θᵀ H g then equals gᵀ (H θ) (H is symmetric),
-    summed in float64 into ``LossOutputs.theta_hg``; ``hvp`` stays None. The
+    summed in float64 into ``LossOutputs.theta_hg``. The
     weights themselves stay plain: as Ẇ = W, the tangent of a product W·a is
     W·(a + ȧ), which the cell's forward and the backward through time form
     with one product each (``CellCapture.weight_tangent``), where dual weights
@@ -195,7 +195,6 @@ def _rnn_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
         _proxy_weight_names(model),
         _proxy_weights(model, params, embedding),
         _proxy_weights(model, g_stacked, g_emb),
-        None,
         fisher,
         kernel,
         theta_hg=theta_hg,
