@@ -43,9 +43,11 @@ Both are timed in CPU seconds of this process (times the threads): on a
 shared machine a wall-clock time, even the best of many short products, also
 counts the other processes' turns. The bound is FLOPs / peak; the script
 prints time / bound per architecture, medians and worst, and projects the
-hours for all 500 from their FLOPs and the median achieved rate.
+hours for all 500 from their FLOPs and the median achieved rate. With
+``--proxies`` it also times the seven zero-cost proxies (their loss pass in
+the same chunks) and prints their CPU time over the paper suite's.
 
-    python bench/score_speed.py --space nasbench_bert --archs 10 --threads 1 [--paper-compat]
+    python bench/score_speed.py --space nasbench_bert --archs 10 --threads 1 [--paper-compat] [--proxies]
 """
 
 from __future__ import annotations
@@ -61,11 +63,11 @@ import torch
 from tfnas.data.ptb import PTBScoringData
 from tfnas.paths import default_data_dir
 from tfnas.scoring import engine, registry
+from tfnas.scoring.proxies import PROXIES
 from tfnas.scoring.rnn.passes import AMPLITUDES, noised_inputs
 from tfnas.spaces.nasbench_nlp.space import NasBenchNLP
 from tfnas.tasks.runtime import setup_runtime
 
-PROXIES = ["grad_norm", "snip", "grasp", "fisher", "synflow", "naswot", "zen"]
 FAMILIES = [
     "hidden_covariance",
     "activation_distance",
@@ -186,8 +188,9 @@ def bert_main(args) -> None:
     print(f"paper suite ({len(names)} metric families, one grad pass) on [{b} x {s}] tokens, "
           f"paper_compat={str(args.paper_compat).lower()}, chunks of {tokens} tokens, {threads} thread(s); "
           f"load average {os.getloadavg()}", flush=True)
+    proxies = f" {'prox CPU s':>10} {'prox/suite':>10}" if args.proxies else ""
     print(f"{'arch':>4} {'GFLOP':>7} {'wall s':>7} {'CPU s':>7} {'GFLOP/s':>8} {'peak':>6} {'%peak':>6} "
-          f"{'x bound':>7}  layers", flush=True)
+          f"{'x bound':>7}{proxies}  layers", flush=True)
     rows = []
     for i in picks:
         model = space.build(space[i], seed=0)
@@ -197,8 +200,16 @@ def bert_main(args) -> None:
                                                        options={"micro_batch_tokens": tokens}), args.repeats)
         achieved = flops / cpu / 1e9 * threads
         rows.append({"seconds": wall, "cpu": cpu, "achieved": achieved, "peak": peak, "bound": peak / achieved})
+        proxies = ""
+        if args.proxies:
+            _, rows[-1]["prox_cpu"] = bert_cpu_time(lambda: engine.score(
+                "bert", model, batch, PROXIES, paper_compat=args.paper_compat,
+                options={"micro_batch_tokens": tokens}), args.repeats)
+            rows[-1]["prox_suite"] = rows[-1]["prox_cpu"] / cpu
+            proxies = f" {rows[-1]['prox_cpu']:>10.1f} {rows[-1]['prox_suite']:>10.2f}"
         print(f"{i:>4} {flops / 1e9:>7.0f} {wall:>7.1f} {cpu:>7.1f} {achieved:>8.1f} {peak:>6.0f} "
-              f"{100 * achieved / peak:>5.0f}% {peak / achieved:>7.2f}  {bert_layers(model.config)}", flush=True)
+              f"{100 * achieved / peak:>5.0f}% {peak / achieved:>7.2f}{proxies}  {bert_layers(model.config)}",
+              flush=True)
         del model
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     worst = max(r["bound"] for r in rows)
@@ -214,6 +225,9 @@ def bert_main(args) -> None:
         f"with the cores to themselves ({hours * threads / 2:.1f} h on 2 cores as {2 // threads} such job(s)), "
         f"{hours / med['bound']:.1f} h at the bound; model construction, data and start-up not included"
     )
+    if args.proxies:
+        print(f"  seven proxies: {med['prox_cpu']:.1f} CPU s per architecture, {med['prox_suite']:.2f}x "
+              f"({max(r['prox_suite'] for r in rows):.2f}x) the paper suite (target <= 2)")
 
 
 def main() -> None:
@@ -228,6 +242,7 @@ def main() -> None:
     bert.add_argument("--batch", type=int, default=128, help="sequences of the scoring batch (default data: 128)")
     bert.add_argument("--seq-len", type=int, default=512, help="tokens per sequence (default data: 512)")
     bert.add_argument("--micro-batch-tokens", type=int, default=0, help="tokens per grad-pass chunk (0: the default)")
+    bert.add_argument("--proxies", action="store_true", help="also time the seven zero-cost proxies")
     args = ap.parse_args()
     setup_runtime(args.threads)  # threads and allocator as score.py sets them
     if args.space == "nasbench_bert":

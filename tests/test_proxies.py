@@ -26,6 +26,7 @@ from tfnas.paths import REPO_ROOT
 from tfnas.scoring import engine
 from tfnas.scoring.registry import available
 from tfnas.scoring.rnn.proxies import layer_parameters, run_layers_with
+from tfnas.scoring.scores import NaswotKernel
 from tfnas.spaces.nasbench_nlp.recipe import Recipe
 
 PROXIES = ["grad_norm", "snip", "grasp", "fisher", "synflow", "naswot", "zen"]
@@ -567,3 +568,15 @@ def test_real_tokenizer_batch_uses_default_special_ids(data_dir):
     res = engine.score("bert", model, batch, PROXIES)
     assert res.reasons == {}
     assert all(math.isfinite(res.scores[n]) for n in PROXIES)
+
+
+def test_naswot_kernel_single_product_equals_the_masked_count():
+    """K_ij counts agreeing bits: the one-product form (no mask) and the masked two-product form with every
+    bit valid give the same integers, and a direct count over pairs agrees."""
+    g = torch.Generator().manual_seed(3)
+    codes = torch.rand(6, 40, generator=g) > 0.4
+    plain, masked = NaswotKernel(), NaswotKernel()
+    plain.add(codes)
+    masked.add(codes, torch.ones_like(codes))
+    direct = (codes[:, None, :] == codes[None, :, :]).sum(dim=2).double()
+    assert torch.equal(plain.kernel, direct) and torch.equal(masked.kernel, direct)

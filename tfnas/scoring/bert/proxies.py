@@ -152,9 +152,10 @@ def bert_codes_pass(ctx: ScoringContext) -> CodesOutputs:
     layers = encoder_layers(model)
     ids, attn, tt = _inputs(ctx)
     codes = NaswotKernel()
+    padded = attn is not None and not bool(attn.all())  # without padding, one product per call (NaswotKernel)
 
     def hook(m, i, o):
-        valid = None if attn is None else attn.bool()[:, :, None].expand_as(o)
+        valid = attn.bool()[:, :, None].expand_as(o) if padded else None
         codes.add((o > 0).reshape(o.shape[0], -1), None if valid is None else valid.reshape(o.shape[0], -1))
 
     handles = [layer.feed_forward.act.register_forward_hook(hook) for layer in layers]
