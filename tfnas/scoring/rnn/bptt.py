@@ -13,7 +13,10 @@ order, with each op's local derivative from the op table
 aten backward kernels autograd itself uses). For an op with weights (linear)
 the derivative gives each (node, input) block of the stacked product the
 node's gradient, and one matrix product per block carries it to the source,
-accumulated in place.
+accumulated in place; for the blocks reading the layer input ``x`` the
+product gradients of every step are kept and carried to the input by one
+product over the whole sequence after the loop, as the forward hoists the x
+products out of it.
 
 The hidden tuple carries the gradient from step t+1 back to step t. The state
 ``h_new_0`` "as it leaves the cell" gets the layer output's gradient plus the
@@ -107,7 +110,11 @@ def layer_backward(
             block_w[(name, j)] = weights[slot][block_rows]
     width = {src: h * (1 + max(b for s, b in layer.blocks.values() if s == src)) for src in layer.sources}
     kept = {src: d_out.new_zeros(seq, rows, width[src]) for src in product_sources}
-    d_in = record.inputs.new_zeros(record.inputs.shape)
+    # ∂ of the x products at every step and row: the input gradient is then one product over the
+    # whole sequence after the loop, as the forward hoists the x products into one.
+    d_px = None
+    if "x" in width:
+        d_px = kept["x"] if "x" in kept and rows == batch else d_out.new_zeros(seq, batch, width["x"])
     leaving = d_out.new_empty(max(seq - 1, 0), rows, h)
     carry: list[Tensor | None] = [None] * layer.num_hidden  # ∂/∂ h_new_k of this step, from step t+1
     operand = with_weight_tangent if weight_tangent else (lambda a: a)
@@ -155,12 +162,12 @@ def layer_backward(
             if op.weights:
                 # ∂ of each product W_j in_j; the forward's products are not recorded, and the derivative reads none.
                 for j, (src, d) in enumerate(zip(ins, op.derivative(g, [None] * len(ins), values[name]))):
+                    b = layer.blocks[(name, j)][1]
                     if src == "x":
-                        d_in[t].addmm_(operand(d), block_w[(name, j)])
+                        d_px[t, :, b * h : (b + 1) * h] = d
                     else:
                         pending.setdefault(src, []).append((block_w[(name, j)], operand(d)))
-                    if src in kept:
-                        b = layer.blocks[(name, j)][1]
+                    if src in kept and kept[src] is not d_px:
                         kept[src][t, :, b * h : (b + 1) * h] = d[:rows]
             else:
                 for src, d in zip(ins, op.derivative(g, [values[i] for i in ins], values[name])):
@@ -168,4 +175,10 @@ def layer_backward(
         for k in range(layer.num_hidden):
             flush(f"h_prev_{k}")
             carry[k] = grads.get(f"h_prev_{k}")
+    if d_px is None:  # the cell ignores x
+        d_in = record.inputs.new_zeros(record.inputs.shape)
+    else:
+        name_x = layer.stacked_name("x")
+        w_x = layer.get_parameter(name_x).detach() if weights is None else weights[name_x]
+        d_in = (operand(d_px).reshape(seq * batch, -1) @ w_x).view(record.inputs.shape)
     return LayerGrads(d_in, leaving, kept)
