@@ -354,10 +354,13 @@ def test_micro_batched_grad_pass_equals_whole_batch(compat):
                 assert torch.equal(w1, w2)
                 assert_same_sum(g1, g2)
         assert_same_sum(part.position_grad, whole.position_grad)
-        assert all(torch.equal(x, y) for x, y in zip(part.activations, whole.activations))
+        for x, y in zip(part.activations, whole.activations):
+            # Forward values: equal, but a one-sequence chunk may take another matrix-product kernel on some
+            # CPUs (measured 1.5e-8 on entries up to 0.3 on an AMD EPYC; two sequences were bit-identical).
+            assert_same_sum(x, y)
         assert part.names == whole.names
-        assert part.confidence == pytest.approx(whole.confidence, rel=1e-12)
-        assert part.softmax_confidence == pytest.approx(whole.softmax_confidence, rel=1e-12)
+        assert part.confidence == pytest.approx(whole.confidence, rel=1e-6)  # float64 sums of those values
+        assert part.softmax_confidence == pytest.approx(whole.softmax_confidence, rel=1e-6)
         for x, y in zip(part.hidden_states, whole.hidden_states):
             torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6)
     assert all(p.grad is None for p in model.parameters())
