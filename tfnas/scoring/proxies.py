@@ -282,8 +282,8 @@ class LossBackward:
         self.theta = [w for _, w in named]
         self.samples, self.hvp = samples, hvp
         self.loss = 0.0
-        self.grads = [torch.zeros_like(t, requires_grad=False) for t in self.theta]
-        self.h_theta = [torch.zeros_like(t, requires_grad=False) for t in self.theta] if hvp else None
+        self.grads = [torch.zeros_like(t) for t in self.theta]
+        self.h_theta = [torch.zeros_like(t) for t in self.theta] if hvp else None
         self.fisher: dict[str, Tensor] | None = {} if fisher else None
 
     def add(self, loss: Tensor, acts: list[tuple[str, Tensor, int]] | None = None, samples: int | None = None) -> None:

@@ -313,13 +313,12 @@ def grad_pass(ctx: ScoringContext) -> BertGradOutputs:
     Micro-batches of :func:`micro_batch_size` sequences; option ``micro_batch_tokens``
     (default :data:`MICRO_BATCH_TOKENS`) sets the tokens per chunk.
     """
-    tokens = int(ctx.options.get("micro_batch_tokens", MICRO_BATCH_TOKENS))
     return collect(
         ctx.model,
         ctx.batch,
         ctx.paper_compat,
         hidden_states=ctx.wants("hidden_states"),
-        micro_batch=micro_batch_size(ctx.batch["input_ids"].shape[1], tokens),
+        micro_batch=context_micro_batch(ctx),
     )
 
 
@@ -352,6 +351,17 @@ def micro_batch_size(seq_len: int, tokens: int = MICRO_BATCH_TOKENS) -> int:
     if tokens < 1:
         raise ValueError(f"micro_batch_tokens must be positive, got {tokens}")
     return max(1, tokens // seq_len)
+
+
+def context_micro_batch(ctx: ScoringContext) -> int:
+    """Sequences per chunk for the context's batch [B, S]: :func:`micro_batch_size` of S and the
+    pass option ``micro_batch_tokens`` (default :data:`MICRO_BATCH_TOKENS`).
+
+    Raises:
+        ValueError: ``micro_batch_tokens`` < 1.
+    """
+    tokens = int(ctx.options.get("micro_batch_tokens", MICRO_BATCH_TOKENS))
+    return micro_batch_size(ctx.batch["input_ids"].shape[1], tokens)
 
 
 def grad_pass_flops(config, batch: int, seq_len: int) -> dict[str, float]:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from tfnas.models.electra import GeneratorHead
 from tfnas.scoring.api import ScoringContext, UndefinedScore, register_pass
 from tfnas.scoring.bert.mlm import MASK_PROB, MASK_TOKEN_ID, SPECIAL_TOKEN_IDS, mask_tokens
-from tfnas.scoring.bert.passes import MICRO_BATCH_TOKENS, chunks, encoder_layers, micro_batch_size
+from tfnas.scoring.bert.passes import chunks, context_micro_batch, encoder_layers
 from tfnas.scoring.proxies import (
     CodesOutputs,
     LossBackward,
@@ -92,9 +92,8 @@ def _bert_loss(ctx: ScoringContext, hvp: bool) -> LossOutputs:
                 handles.append(mod.register_forward_hook(hook))
     n_masked = int(chosen.sum())
     backward = LossBackward(proxy_weights(model), ids.shape[0], want_fisher, hvp)
-    micro = micro_batch_size(ids.shape[1], int(opts.get("micro_batch_tokens", MICRO_BATCH_TOKENS)))
     try:
-        for part in chunks(ids.shape[0], micro):
+        for part in chunks(ids.shape[0], context_micro_batch(ctx)):
             acts.clear()
             x = model.embed(masked[part], None if tt is None else tt[part])
             out = model.encode(x, None if ctx.paper_compat or attn is None else attn[part]).last_hidden_state
@@ -117,7 +116,7 @@ def bert_loss_pass(ctx: ScoringContext) -> LossOutputs:
     Linear / Conv1d / Embedding weight (the head excluded). The masks are drawn
     for the whole batch; the forward and backward then run in chunks of
     sequences as the ``grad`` pass does (option ``micro_batch_tokens``,
-    :func:`~tfnas.scoring.bert.passes.micro_batch_size`), each chunk's token
+    :func:`~tfnas.scoring.bert.passes.context_micro_batch`), each chunk's token
     losses divided by the whole batch's masked count
     (:class:`~tfnas.scoring.proxies.LossBackward`), so one chunk's graph is
     held at a time.

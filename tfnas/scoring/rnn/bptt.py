@@ -99,13 +99,16 @@ def layer_backward(
         raise ValueError(f"d_out has shape {tuple(d_out.shape)}, the layer's outputs are {(seq, batch, h)}")
     rows = batch if rows is None else rows
     nodes, order = layer.recipe.nodes, layer.recipe.order
-    # Weight blocks [hidden, size] by (node, input): gradients go through one block
-    # at a time, accumulated by addmm, so no stacked gradient is copied together.
-    if weights is None:
-        block_w = {(name, j): layer.weight(name, j).detach() for name, j in layer.blocks}
-    else:
-        block_w = {}
-        for name, j in layer.blocks:
+    # Weight blocks [hidden, size] by (node, input), for every source but x (whose blocks act
+    # after the loop, stacked): gradients go through one block at a time, accumulated by addmm,
+    # so no stacked gradient is copied together.
+    block_w = {}
+    for (name, j), (src, _) in layer.blocks.items():
+        if src == "x":
+            continue
+        if weights is None:
+            block_w[(name, j)] = layer.weight(name, j).detach()
+        else:
             slot, block_rows = layer.weight_slot(name, j)
             block_w[(name, j)] = weights[slot][block_rows]
     width = {src: h * (1 + max(b for s, b in layer.blocks.values() if s == src)) for src in layer.sources}
