@@ -125,9 +125,11 @@ class GeneratorHead(nn.Module):
     ) -> "GeneratorHead":
         """A newly drawn head that leaves the global RNGs untouched (the masked-LM loss of the zero-cost proxies).
 
-        The dense weight is N(0, ``std``) drawn on the CPU from ``generator``;
-        the biases are 0 and the LayerNorm weight 1. The head's own parameters
-        do not require gradients; the tied ``word_embeddings`` is untouched.
+        The dense weight is N(0, ``std``) drawn in float32 on the CPU from
+        ``generator`` (the same draw whatever the model's dtype); the biases
+        are 0 and the LayerNorm weight 1. The head takes the device and dtype
+        of ``word_embeddings``; its own parameters do not require gradients,
+        and the tied ``word_embeddings`` is untouched.
 
         Args:
             hidden_size: H, the width of the hidden states it reads.
@@ -139,13 +141,13 @@ class GeneratorHead(nn.Module):
         """
         with torch.random.fork_rng(devices=[]):  # nn.Linear's default init draws from the global CPU RNG
             head = cls(hidden_size, word_embeddings, eps)
-        device = word_embeddings.weight.device
+        like = word_embeddings.weight
         with torch.no_grad():
-            head.dense.weight.copy_(torch.randn(head.dense.weight.shape, generator=generator) * std)
+            head.dense.weight.copy_(torch.randn(head.dense.weight.shape, generator=generator, dtype=torch.float32) * std)
             head.dense.bias.zero_()
         for own in (head.dense, head.LayerNorm):
-            own.to(device).requires_grad_(False)
-        head.bias = nn.Parameter(head.bias.detach().to(device), requires_grad=False)
+            own.to(device=like.device, dtype=like.dtype).requires_grad_(False)
+        head.bias = nn.Parameter(head.bias.detach().to(like), requires_grad=False)
         return head
 
     def forward(self, hidden: Tensor) -> Tensor:
