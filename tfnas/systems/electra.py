@@ -21,14 +21,13 @@ import math
 import time
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from tfnas.models.electra import ElectraOutput, ElectraPretrainingModel
 from tfnas.models.flexibert import FlexiBertModel
-from tfnas.rng import rng_state, seed_all, set_rng_state
+from tfnas.systems.base import ResumableSystem
 from tfnas.systems.common import TrainingDiverged
 
 log = logging.getLogger("tfnas.train")
@@ -87,7 +86,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_st
 
 
 # ---------------------------------------------------------------------------- Lightning system
-class ElectraPretrainingSystem(pl.LightningModule):
+class ElectraPretrainingSystem(ResumableSystem):
     """Trains an :class:`ElectraPretrainingModel` with ELECTRA's recipe.
 
     Batches are dicts with ``input_ids`` [B, S] and optionally
@@ -100,7 +99,9 @@ class ElectraPretrainingSystem(pl.LightningModule):
     ``pretrain/disc_acc``, ``pretrain/replaced`` (share of real tokens
     replaced), ``pretrain/lr``. When the datamodule has a validation loader,
     the same losses on it with a fixed masking/sampling seed as ``pval/...``,
-    also once before training (step 0).
+    also once before training (step 0) when a fresh run starts. A resumed
+    run continues the interrupted run's random stream
+    (:class:`~tfnas.systems.base.ResumableSystem`).
 
     Args:
         model: the generator + discriminator.
@@ -123,6 +124,8 @@ class ElectraPretrainingSystem(pl.LightningModule):
         eval_history: ``{"step", "loss", "mlm_loss", "disc_loss", ...}`` per validation.
     """
 
+    CHECKPOINT_KIND = "ELECTRA"
+
     def __init__(
         self,
         model: ElectraPretrainingModel,
@@ -137,7 +140,7 @@ class ElectraPretrainingSystem(pl.LightningModule):
         eval_seed: int = 1234,
         history_every: int = 50,
     ):
-        super().__init__()
+        super().__init__(seed)
         if lr <= 0 or max_steps < 1 or warmup_steps < 0:
             raise ValueError(f"need lr > 0, max_steps >= 1, warmup_steps >= 0; got {lr}, {max_steps}, {warmup_steps}")
         if schedule not in SCHEDULES:
@@ -146,13 +149,12 @@ class ElectraPretrainingSystem(pl.LightningModule):
         self.lr, self.weight_decay = float(lr), float(weight_decay)
         self.warmup_steps, self.max_steps = int(warmup_steps), int(max_steps)
         self.adam_eps, self.adam_betas = float(adam_eps), tuple(float(b) for b in adam_betas)
-        self.schedule, self.seed, self.eval_seed = schedule, int(seed), int(eval_seed)
+        self.schedule, self.eval_seed = schedule, int(eval_seed)
         self.history_every = max(1, int(history_every))
         self.history: list[dict[str, float]] = []
         self.eval_history: list[dict[str, float]] = []
         self._window: list[list[float]] = []
         self._eval_acc: list[list[float]] = []
-        self._restored_rng: dict[str, Any] | None = None
         self._t0 = time.perf_counter()
 
     @property
@@ -168,14 +170,9 @@ class ElectraPretrainingSystem(pl.LightningModule):
         sched = make_scheduler(opt, self.warmup_steps, self.max_steps, self.schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
-    def on_train_start(self) -> None:
-        if self._restored_rng is not None:  # resumed: continue the interrupted run's random stream
-            set_rng_state(self._restored_rng)
-            self._restored_rng = None
-            return
+    def _evaluate_before_training(self) -> None:
         if self.global_step == 0 and not self.eval_history:
             self._evaluate_now()
-        seed_all(self.seed)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """One ELECTRA step.
@@ -260,22 +257,13 @@ class ElectraPretrainingSystem(pl.LightningModule):
             self._record_eval(0)
 
     # -------------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["tfnas"] = {
-            "history": list(self.history),
-            "eval_history": list(self.eval_history),
-            "window": list(self._window),
-            "rng": rng_state(),
-        }
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {"history": list(self.history), "eval_history": list(self.eval_history), "window": list(self._window)}
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("tfnas")
-        if state is None:
-            raise KeyError("not a tfnas ELECTRA checkpoint: the 'tfnas' entry (history, RNG states) is missing")
+    def _restore_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.history = list(state["history"])
         self.eval_history = list(state["eval_history"])
         self._window = list(state.get("window", []))
-        self._restored_rng = state["rng"]
 
 
 _STAT_KEYS = ("loss", "mlm_loss", "disc_loss", "mlm_acc", "disc_acc", "replaced")

@@ -29,6 +29,8 @@ losses at initialization and the global RNG states (torch, CUDA, NumPy,
 Python). A resumed run restores the RNG states at ``on_train_start``, so
 resuming from an epoch-end checkpoint reproduces an uninterrupted run (the
 window plans are seeded per epoch and the hidden state restarts each epoch).
+Both, and the evaluation's bookkeeping, come from
+:class:`~tfnas.systems.base.LanguageModelEvaluation`.
 """
 
 from __future__ import annotations
@@ -38,15 +40,14 @@ import math
 import time
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tfnas.data.ptb_datamodule import EVAL_SPLITS
 from tfnas.models.awd_lm import LMOutput
-from tfnas.rng import rng_state, seed_all, set_rng_state
-from tfnas.systems.common import NAN_STATUS, TrainingDiverged
+from tfnas.systems.base import LanguageModelEvaluation
+from tfnas.systems.common import NAN_STATUS  # noqa: F401  (also imported from here)
 
 log = logging.getLogger("tfnas.train")
 
@@ -83,13 +84,7 @@ def detach_hidden(hidden: list[tuple[Tensor, ...]]) -> list[tuple[Tensor, ...]]:
     return [tuple(h.detach() for h in layer) for layer in hidden]
 
 
-def _ppl(loss: float) -> float:
-    if math.isnan(loss):
-        return math.nan
-    return math.exp(loss) if loss < 700 else math.inf
-
-
-class LanguageModelSystem(pl.LightningModule):
+class LanguageModelSystem(LanguageModelEvaluation):
     """Trains an :class:`~tfnas.models.awd_lm.AWDLanguageModel` with the NAS-Bench-NLP protocol.
 
     Use with :class:`~tfnas.data.ptb_datamodule.PTBDataModule`: training
@@ -114,11 +109,17 @@ class LanguageModelSystem(pl.LightningModule):
         history: one dict per completed epoch: ``epoch`` (1-based),
             ``train_loss``, ``val_loss``, ``test_loss`` (nats/token),
             ``seconds`` (training + evaluation wall time of the epoch).
+            :meth:`curves` gives these as per-epoch lists.
         initial: the losses of the untrained model (empty if not evaluated).
         diverged: whether the run stopped with ``"loss is nan!"``.
         last_lr: the learning rate applied at the last optimizer step.
         last_loss, last_ce: the last step's regularised loss and cross-entropy.
     """
+
+    EVAL_SPLITS = EVAL_SPLITS
+    EVAL_LOSS_KEYS = ("train_loss", "val_loss", "test_loss")
+    LOSS_KEYS = EVAL_LOSS_KEYS
+    CURVE_KEYS = ("epoch", "train_loss", "val_loss", "test_loss", "seconds")
 
     def __init__(
         self,
@@ -132,39 +133,23 @@ class LanguageModelSystem(pl.LightningModule):
         seed: int = 0,
         eval_initial: bool = True,
     ):
-        super().__init__()
+        super().__init__(seed, eval_initial)
         if lr <= 0 or bptt < 1:
             raise ValueError(f"lr must be > 0 and bptt >= 1, got lr={lr}, bptt={bptt}")
         self.model = model
         self.lr, self.wdecay, self.clip, self.alpha, self.beta = float(lr), float(wdecay), float(clip), float(alpha), float(beta)
-        self.bptt, self.seed, self.eval_initial = int(bptt), int(seed), bool(eval_initial)
+        self.bptt = int(bptt)
         self.automatic_optimization = False
-        self.history: list[dict[str, float]] = []
-        self.initial: dict[str, float] = {}
-        self.diverged = False
         self.last_lr: float | None = None
         self.last_loss: float | None = None
         self.last_ce: float | None = None
         self._ce_sum, self._ce_n = 0.0, 0
         self._hidden: list[tuple[Tensor, ...]] | None = None
-        self._restored_rng: dict[str, Any] | None = None
-        self._eval: dict[int, list[float]] = {}
-        self._eval_hidden: dict[int, list[tuple[Tensor, ...]]] = {}
         self._epoch_t0 = time.perf_counter()
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.wdecay)
-
-    def on_train_start(self) -> None:
-        if self._restored_rng is not None:  # resumed: continue the interrupted run's random stream
-            set_rng_state(self._restored_rng)
-            self._restored_rng = None
-            return
-        if self.eval_initial and not self.history and not self.initial:
-            self.initial = self._evaluate_untrained()
-            self._log_epoch(0, self.initial)
-        seed_all(self.seed)
 
     def on_train_epoch_start(self) -> None:
         self._hidden = None
@@ -187,11 +172,9 @@ class LanguageModelSystem(pl.LightningModule):
         out = self.model(x, hidden)
         loss, ce = awd_loss(out, y, self.alpha, self.beta)
         if not torch.isfinite(loss):
-            self.diverged = True
-            self.history.append({"epoch": self.current_epoch + 1, "train_loss": math.nan, "val_loss": math.nan,
-                                 "test_loss": math.nan, "seconds": time.perf_counter() - self._epoch_t0})
-            raise TrainingDiverged(f"{NAN_STATUS} (training loss {loss.item()} at epoch {self.current_epoch + 1}, "
-                                   f"step {batch_idx})")
+            self._training_diverged({"epoch": self.current_epoch + 1, "train_loss": math.nan, "val_loss": math.nan,
+                                     "test_loss": math.nan, "seconds": time.perf_counter() - self._epoch_t0},
+                                    f"training loss {loss.item()} at epoch {self.current_epoch + 1}, step {batch_idx}")
         self.manual_backward(loss)
         if self.clip > 0:
             self.clip_gradients(opt, gradient_clip_val=self.clip, gradient_clip_algorithm="norm")
@@ -236,15 +219,8 @@ class LanguageModelSystem(pl.LightningModule):
         s = F.cross_entropy(out.logits.reshape(-1, out.logits.size(-1)), y.reshape(-1), reduction="sum")
         return float(s), y.numel(), detach_hidden(out.hidden)
 
-    def on_validation_epoch_start(self) -> None:
-        self._eval, self._eval_hidden = {}, {}
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        hidden = None if batch_idx == 0 else self._eval_hidden.get(dataloader_idx)
-        s, n, self._eval_hidden[dataloader_idx] = self.window_loss(batch, hidden)
-        acc = self._eval.setdefault(dataloader_idx, [0.0, 0])
-        acc[0] += s
-        acc[1] += n
+    def _summed_loss(self, batch: dict[str, Any], carry: list[tuple[Tensor, ...]] | None) -> tuple[float, int, list]:
+        return self.window_loss(batch, carry)  # the hidden state is carried across a split's windows
 
     def on_validation_epoch_end(self) -> None:
         """Append the epoch's losses to :attr:`history`, log them, stop on NaN.
@@ -254,68 +230,17 @@ class LanguageModelSystem(pl.LightningModule):
         """
         if self.trainer.sanity_checking:
             return
-        losses = {f"{_key(i)}_loss": (s / n if n else math.nan) for i, (s, n) in self._eval.items()}
+        losses = self._split_losses()
         epoch = self.current_epoch + 1
-        row = {"epoch": epoch, **{k: losses.get(k, math.nan) for k in ("train_loss", "val_loss", "test_loss")},
+        row = {"epoch": epoch, **{k: losses.get(k, math.nan) for k in self.EVAL_LOSS_KEYS},
                "seconds": time.perf_counter() - self._epoch_t0}
-        self.history.append(row)
-        self._log_epoch(epoch, row)
-        if any(not math.isfinite(v) for v in losses.values()):
-            self.diverged = True
-            raise TrainingDiverged(f"{NAN_STATUS} (evaluation after epoch {epoch}: {row})")
+        self._append_evaluation(epoch, row, losses, f"after epoch {epoch}")
 
-    def _evaluate_untrained(self) -> dict[str, float]:
-        """Losses of the model as it is, over the evaluation loaders (honours ``limit_val_batches``)."""
-        dm = self.trainer.datamodule
-        if dm is None or not hasattr(dm, "eval_dataloader"):
-            return {}
-        was = self.model.training
-        self.model.eval()
-        out = {}
-        try:
-            for split in EVAL_SPLITS:
-                loader = dm.eval_dataloader(split)
-                limit = _batch_limit(self.trainer.limit_val_batches, len(loader))
-                s_tot, n_tot, hidden = 0.0, 0, None
-                for k, batch in enumerate(loader):
-                    if k >= limit:
-                        break
-                    batch = {key: v.to(self.device) if isinstance(v, Tensor) else v for key, v in batch.items()}
-                    s, n, hidden = self.window_loss(batch, hidden)
-                    s_tot, n_tot = s_tot + s, n_tot + n
-                out[f"{_key(EVAL_SPLITS.index(split))}_loss"] = s_tot / n_tot if n_tot else math.nan
-        finally:
-            self.model.train(was)
-        return out
-
-    def _log_epoch(self, epoch: int, row: dict[str, float]) -> None:
-        metrics = {}
-        for name, key in (("train", "train_loss"), ("val", "val_loss"), ("test", "test_loss")):
-            if key in row:
-                metrics[f"{name}/loss"] = row[key]
-                metrics[f"{name}/ppl"] = _ppl(row[key])
-        for lg in self.trainer.loggers:
-            lg.log_metrics(metrics, step=epoch)
-        shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.endswith("/loss"))
+    def _log_evaluation(self, epoch: int, row: dict[str, float]) -> None:
+        shown = self._loss_text(self._log_losses(epoch, row))
         # A trained epoch's line comes from tfnas.callbacks.TrainingProgress (with epochs left and time left).
         (log.debug if "seconds" in row else log.info)(
             f"epoch {epoch}: {shown}" + (f" ({row['seconds']:.1f}s)" if "seconds" in row else " (untrained)"))
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["tfnas"] = {
-            "history": list(self.history),
-            "initial": dict(self.initial),
-            "rng": rng_state(),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("tfnas")
-        if state is None:
-            raise KeyError("not a tfnas training checkpoint: the 'tfnas' entry (history, RNG states) is missing")
-        self.history = list(state["history"])
-        self.initial = dict(state["initial"])
-        self._restored_rng = state["rng"]
 
     # ------------------------------------------------------------------ results
     def ground_truth(self) -> dict[str, Any]:
@@ -327,34 +252,5 @@ class LanguageModelSystem(pl.LightningModule):
             ``status`` (``"OK"`` or ``"loss is nan!"``) and ``epochs``
             (epochs run, the diverged one included).
         """
-        last = self.history[-1] if self.history else {}
-        test = math.nan if self.diverged else float(last.get("test_loss", math.nan))
-        val = float(last.get("val_loss", math.nan))
-        return {
-            "test_loss": test,
-            "test_ppl": _ppl(test),
-            "val_loss": val,
-            "val_ppl": _ppl(val),
-            "train_loss": float(last.get("train_loss", math.nan)),
-            "status": NAN_STATUS if self.diverged else "OK",
-            "epochs": len(self.history),
-        }
-
-    def curves(self) -> dict[str, list[float]]:
-        """Per-epoch lists: ``epoch``, ``train_loss``, ``val_loss``, ``test_loss``, ``seconds``."""
-        keys = ("epoch", "train_loss", "val_loss", "test_loss", "seconds")
-        return {k: [row.get(k, math.nan) for row in self.history] for k in keys}
-
-
-def _key(dataloader_idx: int) -> str:
-    """History key prefix of a validation dataloader: train, val, test."""
-    return ("train", "val", "test")[dataloader_idx]
-
-
-def _batch_limit(limit: int | float | None, n: int) -> int:
-    """Lightning's ``limit_*_batches`` semantics: an int caps, a float is a fraction."""
-    if limit is None:
-        return n
-    if isinstance(limit, float):
-        return n if limit >= 1.0 else int(n * limit)
-    return min(n, int(limit))
+        return {**self._ground_truth(("test_loss", "val_loss"), kept_on_divergence=("val_loss",)),
+                "epochs": len(self.history)}
