@@ -7,7 +7,9 @@
 All the work is in :func:`tfnas.tasks.analyze.analyze`; see ``conf/analyze.yaml``.
 A wrong option value (tfnas/schema.py), a missing or empty results folder, or
 records that cannot be analysed as asked, end the command with one line on
-stderr and exit status 1. ``python analyze.py --help`` lists the options.
+stderr and exit status 1; the first two before anything is written, Hydra's
+run folder included (``hydra.callbacks`` in conf/analyze.yaml).
+``python analyze.py --help`` lists the options.
 """
 
 import hydra

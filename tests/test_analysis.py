@@ -253,10 +253,10 @@ def _rec(arch, seed=0, batch_index=0, source="score", scores=None, truth=None, s
                   status=status, scores=scores or {}, truth=truth or {}, source=source, settings=s)
 
 
-def test_merge_train_truth_wins_and_settings_stay_apart(tmp_path):
+def test_merge_keeps_the_benchmark_truth_and_settings_stay_apart(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     save(_rec(0, scores={"m": 1.0}, truth={"test_loss": 5.0, "status": "OK"}), a)
-    # The train record in another folder: its truth takes precedence, its score of m agrees.
+    # The train record in another folder: its truth is not used beside the benchmark's, its score of m agrees.
     save(_rec(0, source="train", scores={"m": 1.0}, truth={"test_loss": 4.2, "status": "OK", "epochs": 3}), b)
     save(_rec(0, seed=1, scores={"m": 2.0}, truth={"test_loss": 5.0, "status": "OK"}), a)
     save(_rec(1, scores={"m": 3.0}, truth={"test_loss": 4.0, "status": "OK"}), a)
@@ -264,7 +264,9 @@ def test_merge_train_truth_wins_and_settings_stay_apart(tmp_path):
     rs = load_records([a, b])
     by = {(e.arch, e.seed): e for e in rs.entries}
     assert len(rs.entries) == 3
-    assert by[(0, 0)].truth["test_loss"] == 4.2 and by[(0, 0)].truth["epochs"] == 3
+    assert by[(0, 0)].truth == {"test_loss": 5.0, "status": "OK"}
+    assert len(rs.truth_conflicts) == 1 and "arch 0 (seed 0, batch 0): test_loss 5.0 kept, 4.2 not used" in \
+        rs.truth_conflicts[0]
     assert sorted(by[(0, 0)].sources) == ["score", "train"]
     assert by[(0, 1)].scores["m"] == 2.0  # another seed: an ablation repeat, not merged
     assert len(rs.conflicts) == 1 and "arch 1" in rs.conflicts[0]
@@ -275,6 +277,58 @@ def test_merge_train_truth_wins_and_settings_stay_apart(tmp_path):
     assert setting == (0, 0) and "default" in note
     no_default = [e for e in rs.entries if e.seed == 1]
     assert choose_setting(no_default)[0] == (1, 0)
+
+
+def test_quick_train_truth_does_not_replace_the_benchmarks(tmp_path, data_dir, caplog):
+    """score.py records of three NAS-Bench-NLP architectures (the benchmark's truth) in one folder, a
+    ``train.py experiment=quick`` record of one of them in another: the benchmark's truth stays, the quick
+    training's is named in one warning line and analysed alone with ``+where.source=train``."""
+    import logging
+
+    from tfnas.spaces.nasbench_nlp.benchmark import read_benchmark
+
+    archs = read_benchmark(data_dir / WIKITEXT_ZIP)[:3]
+    settings = {"space": "nasbench_nlp", "space_cfg": {"benchmark": WIKITEXT_ZIP.name, "generate": 0},
+                "seed": 0, "batch_index": 0, "data": {"name": "ptb", "batch_size": 64, "bptt": 70},
+                "metrics": ["num_params"], "paper_compat": False}
+    scored, trained = tmp_path / "results", tmp_path / "quick"
+    for i, arch in enumerate(archs):
+        s = dict(settings, arch=i)
+        save(Record(space="nasbench_nlp", arch=i, benchmark_id=arch.benchmark_id, seed=0, config_hash=config_hash(s),
+                    scores={"num_params": 1e6 + i}, truth=dict(arch.truth), settings=s), scored)
+    s = dict(settings, arch=1, task="train", trainer={"max_epochs": 1, "limit_train_batches": 1100})
+    quick = {"test_loss": 5.70, "test_ppl": math.exp(5.70), "val_loss": 5.78, "val_ppl": math.exp(5.78),
+             "train_loss": 5.91, "status": "OK", "epochs": 1}
+    path = save(Record(space="nasbench_nlp", arch=1, benchmark_id=archs[1].benchmark_id, seed=0,
+                       config_hash=config_hash(s), scores={"num_params": 1e6 + 1}, truth=quick, source="train",
+                       settings=s, extra={"benchmark_truth": dict(archs[1].truth)}), trained)
+    assert archs[1].truth["test_loss"] != quick["test_loss"]
+
+    with caplog.at_level(logging.WARNING, logger="tfnas.analysis.load"):
+        rs = load_records([scored, trained])
+    by = {e.arch: e for e in rs.entries}
+    assert by[1].sources == ["score", "train"]
+    assert by[1].truth == archs[1].truth                      # the benchmark's, not one key of the quick training
+    df = wide_table(rs.entries)
+    assert list(df["test_loss"]) == pytest.approx([a.truth["test_loss"] for a in archs], nan_ok=True)
+    assert "epochs" not in df.columns
+    (line,) = rs.truth_conflicts
+    assert f"test_loss {archs[1].truth['test_loss']!r} kept, 5.7 not used" in line and str(path) in line
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "\n" not in warning and "1 train record(s) (nasbench_nlp arch 1)" in warning
+    assert "+where.source=train" in warning
+
+    # The quick training's truth on its own.
+    alone = load_records([scored, trained], where={"source": "train"})
+    assert [(e.arch, e.truth["test_loss"], e.truth["epochs"]) for e in alone.entries] == [(1, 5.70, 1)]
+    assert alone.truth_conflicts == []
+    # Without benchmark truth (a score record with none), the training's is the truth.
+    bare = tmp_path / "bare"
+    s = dict(settings, arch=1)
+    save(Record(space="nasbench_nlp", arch=1, benchmark_id=None, seed=0, config_hash=config_hash(s),
+                scores={"num_params": 1e6 + 1}, settings=s), bare)
+    joined = load_records([bare, trained])
+    assert [e.truth for e in joined.entries] == [quick] and joined.truth_conflicts == []
 
 
 def test_benchmark_and_generated_records_are_not_joined(tmp_path):
@@ -595,6 +649,7 @@ def test_analyze_py_runs_as_a_script(nlp_set, tmp_path, data_dir):
                           f"out_dir={tmp_path / 'o2'}"], cwd=cwd, env=env, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode != 0 and "does not exist" in bad.stderr
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "missing").exists()
 
 
 def test_resample_ranks_equal_rankdata():

@@ -77,17 +77,26 @@ def test_analyze_every_sweep_size_from_1_to_25(scored_nlp, tmp_path):
         assert (out / "tensorboard").is_dir() == (n in (1, 25))
 
 
-def test_analyze_py_on_a_missing_or_empty_folder_prints_one_line(tmp_path):
+def test_analyze_py_on_a_missing_or_empty_folder_prints_one_line_and_creates_nothing(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    (tmp_path / "empty").mkdir()
-    for folder, expected in [(tmp_path / "missing", "does not exist"), (tmp_path / "empty", "no result records")]:
-        proc = subprocess.run([sys.executable, str(REPO_ROOT / "analyze.py"), f"results_dir={folder}",
-                               f"out_dir={tmp_path / 'out'}"], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=300)
-        assert proc.returncode == 1
+    empty, missing = tmp_path / "empty", tmp_path / "x" / "none"
+    empty.mkdir()
+    cases = [  # (arguments, the folder named, the message); out_dir defaults to <results_dir>/analysis
+        ([f"results_dir={missing}"], missing, "does not exist"),
+        ([f"paths.results_dir={missing}"], missing, "does not exist"),
+        ([f"results_dir={missing}", f"out_dir={tmp_path / 'out'}"], missing, "does not exist"),
+        ([f"results_dir=[{empty},{missing}]"], missing, "does not exist"),
+        ([f"results_dir={empty}"], empty, "no result records (arch_*.json) below"),
+    ]
+    for args, folder, expected in cases:
+        proc = subprocess.run([sys.executable, str(REPO_ROOT / "analyze.py"), *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1, args
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("analyze.py: ") and expected in lines[0], proc.stderr
         assert str(folder) in lines[0] and "Traceback" not in proc.stdout + proc.stderr
+        # Nothing left behind: no Hydra run folder (<results_dir>/analysis/hydra), no out_dir, no outputs/.
+        assert [p.name for p in tmp_path.rglob("*")] == ["empty"], (args, list(tmp_path.rglob("*")))
 
 
 def test_one_line_errors_exit_1_unless_hydra_full_error(monkeypatch, capsys):

@@ -28,7 +28,8 @@ Importing this module registers the resolvers the configs use:
 
 Importing it also registers the typed schemas of the tasks in Hydra's
 ConfigStore (:mod:`tfnas.schema`). :func:`command_line` and
-:func:`one_line_errors` turn a user's mistakes into one line on stderr.
+:func:`one_line_errors` turn a user's mistakes into one line on stderr;
+:class:`CheckInputs` does it for a task's inputs before Hydra creates its run folder.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import functools
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -279,6 +281,41 @@ def max_batch_size(launcher: Any, cores: int | None = None) -> int:
 
 
 _register("tfnas_max_batch_size", max_batch_size)
+
+
+class CheckInputs(Callback):
+    """Runs a task's input check before Hydra creates the run's folder, so that a wrong input leaves nothing behind.
+
+    ``check`` is the dotted name of a function of the task's config (without
+    its ``hydra`` node), e.g. ``tfnas.tasks.analyze.check_inputs``
+    (``conf/analyze.yaml``: ``hydra.callbacks``). A ``ValueError`` (a
+    :class:`~tfnas.schema.ConfigError`, an input error) or ``OSError`` (a
+    missing folder) it raises ends the command with one line on stderr and
+    exit status 1, before ``hydra.run.dir`` exists; with ``HYDRA_FULL_ERROR=1``
+    its traceback is printed instead of the line. Other exceptions Hydra turns
+    into a warning, and the task meets them again. Single runs only
+    (``on_run_start``): the jobs of a multirun are checked by the task itself.
+    """
+
+    def __init__(self, check: str) -> None:
+        self.check = check
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import copy
+
+        from hydra.utils import get_method
+        from omegaconf import open_dict, read_write
+
+        task_cfg = copy.deepcopy(config)
+        with read_write(task_cfg), open_dict(task_cfg):
+            del task_cfg["hydra"]  # as Hydra hands it to the task; its hydra.runtime is not set yet
+        try:
+            get_method(self.check)(task_cfg)
+        except (ValueError, OSError) as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra would turn a callback's exception into a warning
+                traceback.print_exc()
+                sys.exit(1)
+            _exit_with_one_line(exc)
 
 
 class SweepSummary(Callback):

@@ -15,9 +15,19 @@ architecture found in two results folders):
   train records, then in path order; two different finite values of the same
   metric are counted as a *conflict* (usually two sweeps with different
   scoring options: select one with ``where``);
-- truth: keys are merged with **train records taking precedence** over score
-  records (a train record's ground truth is the result of training the
-  architecture; a score record only copies the benchmark's);
+- truth: from **one source per architecture**. A score record's truth is the
+  benchmark's (copied when scoring), a train record's the result of
+  ``train.py`` (often a short protocol such as ``experiment=quick``), so the
+  two are different quantities and never mixed: when a score record of the
+  group has truth, the benchmark's truth is kept and the train records' truth
+  is not used; otherwise (generated cells, or a benchmark without truth) the
+  train records' truth is used. Within the source used the first value of
+  each key wins, in path order. Every record whose truth differs from the
+  kept one (a training beside the benchmark's truth, two trainings that disagree)
+  is listed in :attr:`RecordSet.truth_conflicts`, named in one warning line
+  and counted in ``summary.md``. The trained truth of benchmark
+  architectures is analysed on its own with ``where={"source": "train"}``
+  (``+where.source=train`` on the command line);
 - status: ``ok`` when any record of the group is ``ok``.
 
 Groups with different settings are not duplicates: they are the repeats of
@@ -66,7 +76,8 @@ class Entry:
         error: error text of the failed records (joined), or None.
         scores: metric -> value from the ok records (NaN kept).
         reasons: metric -> why the value is NaN or non-finite.
-        truth: ground truth, train records taking precedence.
+        truth: ground truth from one source: the benchmark's (score records) when any
+            score record has one, else the train records' (see the module docstring).
         sources: ``source`` field of each merged record.
         paths: the record files merged.
     """
@@ -101,6 +112,9 @@ class RecordSet:
         skipped: ``(path, why)`` for each file that is not a record.
         filtered_out: records left out by the ``where`` filter.
         conflicts: one line per metric whose merged records disagree.
+        truth_conflicts: one line per record whose ground truth differs from the
+            truth kept for its architecture and is not used (a train record
+            beside the benchmark's truth, or a later record of the same source).
         dirs: the results folders read.
     """
 
@@ -111,6 +125,7 @@ class RecordSet:
     filtered_out: int = 0
     conflicts: list[str] = field(default_factory=list)
     dirs: list[str] = field(default_factory=list)
+    truth_conflicts: list[str] = field(default_factory=list)
 
     def spaces(self) -> list[str]:
         """Search spaces present, in order of first appearance."""
@@ -180,6 +195,42 @@ def _read_one(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return rec, None
 
 
+def check_results_dirs(
+    results_dirs: str | os.PathLike | Sequence[str | os.PathLike], need_records: bool = True
+) -> list[Path]:
+    """The results folders, checked before anything is read or written (``analyze.py`` runs it before Hydra
+    creates its run folder, so a wrong folder leaves nothing behind).
+
+    Args:
+        results_dirs: a folder or a list of folders.
+        need_records: also require at least one ``arch_*.json`` file below them
+            (the first one found ends the search, so it is cheap on any tree).
+
+    Returns:
+        The folders as paths.
+
+    Raises:
+        FileNotFoundError: a results folder does not exist (names it).
+        InputError: the list is empty, or (``need_records``) no folder holds a record file.
+    """
+    if isinstance(results_dirs, (str, os.PathLike)):
+        results_dirs = [results_dirs]
+    dirs = [Path(d) for d in results_dirs]
+    if not dirs:
+        raise InputError("results_dir is empty: give at least one results folder")
+    for d in dirs:
+        if not d.is_dir():
+            raise FileNotFoundError(f"results folder {d} does not exist")
+    if need_records and not any(next(d.rglob("arch_*.json"), None) is not None for d in dirs):
+        raise InputError(no_records_message(dirs))
+    return dirs
+
+
+def no_records_message(dirs: Sequence[Path]) -> str:
+    """The error text for results folders without any ``arch_*.json`` file."""
+    return f"no result records (arch_*.json) below {', '.join(map(str, dirs))}"
+
+
 def load_records(
     results_dirs: str | os.PathLike | Sequence[str | os.PathLike],
     where: dict[str, Any] | None = None,
@@ -194,21 +245,15 @@ def load_records(
             in the record itself (e.g. ``{"paper_compat": True}``).
 
     Returns:
-        The merged :class:`RecordSet`.
+        The merged :class:`RecordSet`. Records whose ground truth is not used
+        (see the module docstring) are named in one warning line.
 
     Raises:
         FileNotFoundError: a results folder does not exist (names it).
         InputError: no record at all was found, none passed ``where``, or the
             records mix architecture populations.
     """
-    if isinstance(results_dirs, (str, os.PathLike)):
-        results_dirs = [results_dirs]
-    dirs = [Path(d) for d in results_dirs]
-    if not dirs:
-        raise InputError("results_dir is empty: give at least one results folder")
-    for d in dirs:
-        if not d.is_dir():
-            raise FileNotFoundError(f"results folder {d} does not exist")
+    dirs = check_results_dirs(results_dirs, need_records=False)
     where = dict(_flatten(where or {}))  # {a: {b: v}} (from +where.a.b=v) -> {'a.b': v}
 
     paths: list[Path] = []
@@ -234,7 +279,7 @@ def load_records(
         groups.setdefault(key, []).append((rec, str(path)))
 
     if not paths:
-        raise InputError(f"no result records (arch_*.json) below {', '.join(map(str, dirs))}")
+        raise InputError(no_records_message(dirs))
     _check_one_population(groups)
     if n_records == 0:
         if filtered:
@@ -244,11 +289,15 @@ def load_records(
         )
 
     conflicts: list[str] = []
-    entries = [_merge(key, recs, conflicts) for key, recs in groups.items()]
+    truth_conflicts: list[tuple[str, int, str, str]] = []
+    entries = [_merge(key, recs, conflicts, truth_conflicts) for key, recs in groups.items()]
+    if truth_conflicts:
+        log.warning(truth_conflict_warning(truth_conflicts))
     entries.sort(key=lambda e: (e.space, e.seed, e.batch_index, e.arch))
     if skipped:
         log.warning("skipped %d file(s) that are not tfnas records", len(skipped))
-    return RecordSet(entries, len(paths), n_records, skipped, filtered, conflicts, [str(d) for d in dirs])
+    return RecordSet(entries, len(paths), n_records, skipped, filtered, conflicts, [str(d) for d in dirs],
+                     [line for *_, line in truth_conflicts])
 
 
 def population(rec: dict[str, Any]) -> str:
@@ -277,19 +326,68 @@ def _check_one_population(groups: dict[tuple, list[tuple[dict[str, Any], str]]])
             )
 
 
-def _merge(key: tuple[str, int, int, int], recs: list[tuple[dict[str, Any], str]], conflicts: list[str]) -> Entry:
+def truth_conflict_warning(truth_conflicts: Sequence[tuple[str, int, str, str]]) -> str:
+    """One line naming the architectures whose records' ground truth was not used, by source.
+
+    Args:
+        truth_conflicts: ``(space, arch, source of the unused record, line)`` per record.
+    """
+    parts = []
+    for source in dict.fromkeys(src for _, _, src, _ in truth_conflicts):
+        mine = [(sp, a) for sp, a, src, _ in truth_conflicts if src == source]
+        archs: dict[str, set[int]] = {}
+        for sp, a in mine:
+            archs.setdefault(sp, set()).add(a)
+        listed = "; ".join(f"{sp} arch {', '.join(map(str, sorted(a)[:10]))}" + (" ..." if len(a) > 10 else "")
+                           for sp, a in archs.items())
+        parts.append(f"{len(mine)} {source} record(s) ({listed})")
+    return (f"ground truth not used, as it differs from the truth kept for the same architecture (the benchmark's "
+            f"in score records before a training's in train records, then the first record): {', '.join(parts)}; "
+            f"first: {truth_conflicts[0][3]}; analyse the trained truth alone with +where.source=train")
+
+
+def _same_truth(a: Any, b: Any) -> bool:
+    if _finite(a) and _finite(b):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):  # NaN or inf: equal when both are the same
+        return (math.isnan(a) and math.isnan(b)) or a == b
+    return a == b
+
+
+def _merge(
+    key: tuple[str, int, int, int],
+    recs: list[tuple[dict[str, Any], str]],
+    conflicts: list[str],
+    truth_conflicts: list[tuple[str, int, str, str]],
+) -> Entry:
     space, arch, seed, batch_index = key
-    # Score records first, then train records (whose truth overrides), path order within.
+    # Score records first, then train records, path order within.
     recs = sorted(recs, key=lambda rp: (rp[0].get("source") == "train", rp[1]))
     entry = Entry(space, arch, None, seed, batch_index)
+    # Truth from one source: the benchmark's (score records) when there is any, else the trainings'.
+    benchmark_truth = any(r.get("truth") and r.get("source") != "train" for r, _ in recs)
+    kept_from: dict[str, tuple[str, str]] = {}  # truth key -> (source, path) of the value kept
     errors: list[str] = []
     any_ok = False
     for rec, path in recs:
+        source = str(rec.get("source", "score"))
         entry.paths.append(path)
-        entry.sources.append(str(rec.get("source", "score")))
+        entry.sources.append(source)
         if entry.benchmark_id is None and rec.get("benchmark_id") is not None:
             entry.benchmark_id = str(rec["benchmark_id"])
-        entry.truth.update(rec.get("truth") or {})
+        truth = rec.get("truth") or {}
+        used = not (benchmark_truth and source == "train")
+        differ = [k for k, v in truth.items() if k in entry.truth and not _same_truth(entry.truth[k], v)]
+        if used:
+            for k, v in truth.items():
+                if k not in entry.truth:
+                    entry.truth[k], kept_from[k] = v, (source, path)
+        if differ:
+            kept_source, kept_path = kept_from[differ[0]]
+            values = ", ".join(f"{k} {entry.truth[k]!r} kept, {truth[k]!r} not used" for k in differ)
+            truth_conflicts.append((space, arch, source, (
+                f"{space} arch {arch} (seed {seed}, batch {batch_index}): {values}: truth of the {kept_source} "
+                f"record {kept_path} kept, not that of the {source} record {path}")))
         if rec.get("status", "ok") != "ok":
             errors.append(str(rec.get("error") or rec.get("status")))
             continue

@@ -232,12 +232,16 @@ def _records_section(a: SpaceAnalysis) -> int:
         f"architectures in the main setting: {len(a.main)}; with usable {primary}: {n_usable}",
         f"metrics: {len(a.metrics)}; targets: {', '.join(a.targets)} "
         f"(quality = {', '.join(map(quality_label, a.targets))})",
-        "merging: records of the same (space, arch, seed, batch_index) are merged; a train record's ground "
-        "truth takes precedence over a score record's",
+        "merging: records of the same (space, arch, seed, batch_index) are merged; the ground truth comes from "
+        "one source: the benchmark's (score records) when there is one, else the train records'",
     ]
     if records.conflicts:
         lines.append(f"conflicting values for the same metric in merged records: {len(records.conflicts)} "
                      f"(first kept; first: {records.conflicts[0]}); select one sweep with where=...")
+    if records.truth_conflicts:
+        lines.append(f"records whose ground truth differs from the truth kept and is not used: "
+                     f"{len(records.truth_conflicts)} (first: {records.truth_conflicts[0]}); analyse the trained "
+                     "truth alone with +where.source=train")
     lines += [f"skipped: {why}" for _, why in records.skipped[:5]]
     o.section("Records", report.bullet(lines), "summary/records")
     kinds_arch = excl[excl["metric"] == "*"].groupby(["target", "kind"]).size()

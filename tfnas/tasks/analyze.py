@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 import tfnas.hydra_support  # noqa: F401  (registers the resolvers of conf/analyze.yaml, which _config resolves)
-from tfnas.analysis.load import InputError, load_records
+from tfnas.analysis.load import InputError, check_results_dirs, load_records
 from tfnas.analysis.sections import analyze_space
 from tfnas.paths import analysis_dir
 from tfnas.schema import AnalyzeConfig, validate
@@ -56,6 +56,25 @@ def _config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     if c["out_dir"] in (None, ""):
         c["out_dir"] = analysis_dir(c["results_dir"])
     return c
+
+
+def check_inputs(cfg: DictConfig | Mapping[str, Any]) -> None:
+    """Check the options and the results folders of an analysis before any work.
+
+    ``analyze.py`` runs it before Hydra creates its run folder (``hydra.callbacks``
+    in ``conf/analyze.yaml``, :class:`tfnas.hydra_support.CheckInputs`), so a
+    wrong value or a missing or empty results folder leaves nothing behind
+    (``<results_dir>/analysis/hydra`` included); :func:`analyze` repeats these checks.
+
+    Args:
+        cfg: the ``analyze`` config without its ``hydra`` node, or a plain mapping.
+
+    Raises:
+        ConfigError: a wrong option value (:func:`tfnas.schema.validate`).
+        InputError: no results folder given, or no ``arch_*.json`` file below them.
+        FileNotFoundError: a results folder does not exist.
+    """
+    check_results_dirs(_config(cfg)["results_dir"])
 
 
 def analyze(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:

@@ -12,8 +12,9 @@ format of ``score.py``: the training-free scores of the untrained model
 fit, on the scoring minibatch ``batch_index``) *and* the ground truth
 (``truth = {test_loss, test_ppl, val_loss, val_ppl, train_loss, status,
 epochs}``, per-epoch curves in ``extra["curves"]``). ``analyze.py`` reads
-such records directly; their truth takes precedence over a score record's
-copy of the benchmark's.
+such records directly; their truth serves where the benchmark has none
+(generated cells): beside a score record's copy of the benchmark's it is not
+used, and named in a warning (:mod:`tfnas.analysis.load`).
 
 Conventions
 -----------
