@@ -142,7 +142,7 @@ class AnalyzeConfig:
     results_dir: Any = option("a folder of records, or a list of folders (default: results)")
     out_dir: str = option("tables, figures, summary.md (default: <results_dir>/analysis)")
     data_dir: str = option("the data folder (for the NAS-Bench-BERT benchmark file)")
-    where: Any = group("keep only records whose settings match, e.g. 'where={paper_compat:true}'")
+    where: Any = group("keep only records whose settings match, e.g. +where.paper_compat=true")
     targets: Any = option("ground-truth columns to correlate with (null: the space's)")
     main: Any = group("setting (seed, batch_index) of the main tables; null: the most common")
     bootstrap: int = option("bootstrap resamples for the confidence intervals (0: none)", min=0)
