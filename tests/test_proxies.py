@@ -563,6 +563,19 @@ def test_configs_list_paper_metrics_then_proxies():
         assert set(combined) <= set(available(space))
 
 
+def test_metric_names_on_the_command_line_select_exactly_them():
+    """metrics.names=[...] replaces the composed family + proxies list (the GPT spaces' default is all_gpt)."""
+    from hydra import compose, initialize_config_dir
+
+    import tfnas.hydra_support  # noqa: F401  (resolvers)
+    from tfnas.schema import metric_names
+
+    for overrides in (["space=lts_gpt2_lm1b"], ["metrics=all_rnn"], ["space=nasbench_bert", "metrics=all_bert"]):
+        with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+            cfg = compose("score", overrides=[*overrides, "metrics.names=[num_params,snip]"])
+        assert metric_names(cfg.metrics) == ["num_params", "snip"], overrides
+
+
 # --------------------------------------------------------------------------- real data
 
 

@@ -23,6 +23,8 @@ Importing this module registers the resolvers the configs use:
 - ``tfnas_gpu``: Lightning ``devices`` spreading the jobs of a multirun over
   the GPUs of one machine, ``'trainer.devices=${tfnas_gpu:}'`` (see
   :func:`gpu_for_job`).
+- ``tfnas_concat``: the concatenation of lists (``conf/metrics/all_<family>.yaml``:
+  the family's metrics, then the zero-cost proxies).
 - ``tfnas_options``: the ``--help`` lines of a task's options
   (:func:`tfnas.schema.options_help`), for ``conf/hydra/help/<task>.yaml``.
 
@@ -189,6 +191,7 @@ _register("tfnas_analysis_dir", lambda results_dir: analysis_dir(
 _register("tfnas_threads", lambda: default_threads())
 _register("tfnas_gpu", job_devices)
 _register("tfnas_options", options_help)
+_register("tfnas_concat", lambda *lists: OmegaConf.create([x for items in lists for x in items]))
 
 
 def _exit_with_one_line(exc: BaseException) -> None:

@@ -49,13 +49,14 @@ class ConfigError(ValueError):
 
 
 def metric_names(metrics: Any) -> list[str]:
-    """The metrics a config selects: ``metrics.names``, then ``metrics.extra.names`` if present.
+    """The metrics a config selects: ``metrics.names``.
 
-    ``conf/metrics/all_<family>.yaml`` composes its family's list as ``names`` and
-    ``proxies.yaml`` as ``extra`` (Hydra's defaults list), so neither list is copied.
+    ``conf/metrics/all_<family>.yaml`` composes its family's list as ``family``
+    and ``proxies.yaml`` as ``extra`` (Hydra's defaults list) and joins them as
+    ``names: ${tfnas_concat:...}``, so neither list is copied and
+    ``metrics.names=[...]`` on the command line still selects exactly its names.
     """
-    extra = metrics.get("extra") or {}
-    return [str(n) for n in metrics.names] + [str(n) for n in (extra.get("names") or [])]
+    return [str(n) for n in metrics.names]
 
 
 def option(help: str, min: Optional[int] = None, choices: Optional[tuple] = None) -> Any:
