@@ -25,6 +25,11 @@
 # space's paper metrics), TFNAS_DATA_DIR (the data folder, as everywhere).
 # Exit status: 0 when every step ran and every comparison was equal, else 1 (2: no CUDA device seen).
 set -uo pipefail
+case "${1:-}" in
+  -h|--help) sed -n '2,/^# Exit status/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  "") ;;
+  *) echo "gpu_check.sh: no arguments (settings are environment variables; --help lists them)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 
 DEVICE=${DEVICE:-cuda}
