@@ -121,3 +121,14 @@ def test_sweep_missing_counts_an_old_record_as_done(data_dir, tmp_path):
     assert path.name == f"arch_000002_{results.config_hash(dict(sweep_settings(cfg, space, data), arch=2))}.json"
     (group,) = sweep.find_missing(["arch=range(0,4)", *overrides])
     assert group.total == 4 and group.missing == [0, 1, 3]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("shard_siz=3", "no option 'shard_siz': did you mean shard_size?"),
+    ("paper_compat=maybe", "paper_compat must be true or false, got maybe"),
+    ("space=nasbench_nl", "Could not find 'space/nasbench_nl'"),
+])
+def test_sweep_missing_reports_a_wrong_override_in_one_line(override, message, capsys):
+    assert sweep.main(["missing", "arch=range(0,4)", override]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("python -m tfnas.sweep: ") and message in err and "\n" not in err, err

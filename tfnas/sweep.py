@@ -23,6 +23,7 @@ settings do not matter, and every other override does.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -316,7 +317,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.overrides:
         ap.error("give the sweep's overrides, e.g. 'arch=range(0,345)'")
 
-    groups = find_missing(args.overrides, args.shard_size, args.retry_errors, args.config_dir)
+    from hydra.errors import HydraException
+
+    from tfnas.schema import ScoreConfig, check_overrides
+
+    try:  # a wrong override: one line, as score.py gives it
+        check_overrides(ScoreConfig, args.overrides)
+        groups = find_missing(args.overrides, args.shard_size, args.retry_errors, args.config_dir)
+    except (HydraException, ValueError, OSError) as exc:  # ConfigError is a ValueError
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"{ap.prog}: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
     regrouped = args.shard_size is not None
     for g in groups:
         label = " ".join(g.swept) or "sweep"
