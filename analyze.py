@@ -2,7 +2,7 @@
 
     python analyze.py                                   # results/ -> results/analysis/
     python analyze.py results_dir=runs/a out_dir=runs/a/report
-    python analyze.py results_dir=results/search search=learned   # the next batch to train
+    python analyze.py results_dir=runs/search search=learned   # the next batch to train
 
 All the work is in :func:`tfnas.tasks.analyze.analyze`; see ``conf/analyze.yaml``.
 A wrong option value (tfnas/schema.py), a missing or empty results folder, or

@@ -59,15 +59,21 @@ def metric_names(metrics: Any) -> list[str]:
     return [str(n) for n in metrics.names]
 
 
-def option(help: str, min: Optional[int] = None, choices: Optional[tuple] = None) -> Any:
+def option(help: str, min: Optional[int] = None, choices: Optional[tuple] = None, interval: Optional[str] = None,
+           items: Optional[type] = None) -> Any:
     """A schema field whose default is the YAML's (``MISSING`` here), with its explanation and range.
 
     Args:
         help: one line for ``--help``.
-        min: smallest accepted value (inclusive) of an ``int`` option.
-        choices: the accepted values of an ``Any`` option, when a type cannot say it.
+        min: smallest accepted value (inclusive) of an ``int`` option (of each item with ``items``).
+        choices: the accepted values of an ``Any`` option, when a type cannot say it (of each item with ``items``).
+        interval: the accepted range of a ``float`` option (of each item with ``items``) as it is written
+            in words, ``"(0, 1)"``, ``"(0, 1]"``, ``"[0, inf)"``: a round bracket leaves its bound out.
+        items: the option is a list (or null, if its type is ``Optional[list]``) of values of this type
+            (``int``, ``float`` or ``str``), each checked by ``min``, ``choices`` or ``interval``.
     """
-    return field(default=MISSING, metadata={"help": help, "min": min, "choices": choices})
+    return field(default=MISSING, metadata={"help": help, "min": min, "choices": choices, "interval": interval,
+                                            "items": items})
 
 
 def group(help: str) -> Any:
@@ -147,11 +153,11 @@ class AnalyzeConfig:
     targets: Any = option("ground-truth columns to correlate with (null: the space's)")
     main: Any = group("setting (seed, batch_index) of the main tables; null: the most common")
     bootstrap: int = option("bootstrap resamples for the confidence intervals (0: none)", min=0)
-    ci: float = option("confidence level of the intervals")
+    ci: float = option("confidence level of the intervals", interval="(0, 1)")
     seed: int = option("seed of every resampling and draw", min=0)
-    top_fraction: float = option("top-k overlap with k = top_fraction * n")
+    top_fraction: float = option("top-k overlap with k = top_fraction * n", interval="(0, 1]")
     combine: Any = option("lists of metrics to combine by rank (null: the top metrics)")
-    combine_sizes: Any = option("with combine=null: combine the top 2, the top 3, ...")
+    combine_sizes: Any = option("with combine=null: combine the top 2, the top 3, ...", min=2, items=int)
     learned: Any = group("learned (ridge) combination, scored by cross-validation")
     folds: int = option("cross-validation folds", min=2)
     tensorboard: bool = option("write a TensorBoard summary")
@@ -162,6 +168,74 @@ class AnalyzeConfig:
     plots: Any = group("figure formats, dpi, log scale")
     console_top: int = option("metrics shown on the console", min=0)
 
+
+#: ``search.strategy`` and ``search.simulate.strategies`` (the keys of :data:`tfnas.search.strategies.STRATEGIES`,
+#: written out here so that checking a command line loads no library; a test keeps them equal).
+SEARCH_STRATEGIES = ("random", "top_metric", "combination", "learned", "ego")
+#: ``plots.formats``: the file types matplotlib writes (a test keeps them among ``get_supported_filetypes``).
+FIGURE_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "pgf", "jpg", "jpeg", "tif", "tiff", "webp")
+
+
+@dataclass
+class SimulateOptions:
+    """``search.simulate`` of ``conf/search/default.yaml`` (checked by :func:`validate`, not a config of its own)."""
+
+    enabled: Any = option("simulate the strategies on the records' ground truth", choices=("auto", True, False))
+    min_archs: int = option("with enabled=auto: architectures with usable ground truth needed", min=2)
+    strategies: Any = option("strategies simulated", choices=SEARCH_STRATEGIES, items=str)
+    repeats: int = option("random pools", min=1)
+    pool_fraction: float = option("each pool: this fraction of the usable architectures", interval="(0, 1]")
+    max_budget: float = option("budgets 1 .. this fraction of the pool", interval="(0, 1]")
+    tops: Any = option("the pool's top fractions to reach", interval="(0, 1]", items=float)
+    ci: float = option("band over repeats", interval="(0, 1)")
+
+
+@dataclass
+class SearchOptions:
+    """The ``search`` group (``conf/search/default.yaml``; checked by :func:`validate`)."""
+
+    strategy: Optional[str] = option("strategy of the proposal (null: none)", choices=SEARCH_STRATEGIES)
+    budget: int = option("trainings of the whole search", min=1)
+    batch: int = option("architectures proposed per round", min=1)
+    warm: int = option("learned / ego: the first round trains the top warm by metric", min=1)
+    metric: Optional[str] = option("top_metric's metric and the warm start's (-name: lowest first)")
+    combination: Optional[list] = option("the fixed rank combination's metrics", items=str)
+    features: Optional[list] = option("learned / ego features", items=str)
+    alpha: float = option("learned: ridge penalty", interval="[0, inf)")
+    xi: float = option("ego: expected-improvement margin", interval="[0, inf)")
+    seed: int = option("the strategies' random choices and the simulation's pools", min=0)
+    truth: str = option("which architectures count as trained", choices=("train", "any"))
+    train_overrides: Any = option("appended to the printed train.py command", items=str)
+    simulate: Any = group("the search simulation")
+
+
+@dataclass
+class LearnedOptions:
+    """``learned`` of ``conf/analyze.yaml`` (checked by :func:`validate`)."""
+
+    enabled: bool = option("fit and cross-validate the learned combination")
+    metrics: Optional[list] = option("its candidate metrics (null: every usable metric)", items=str)
+    ridge: float = option("ridge penalty", interval="[0, inf)")
+    top_m: int = option("cross-validated rank average of the training folds' top m", min=1)
+    min_coverage: float = option("fraction of the architectures a metric must cover", interval="(0, 1]")
+    references: Optional[list] = option("single metrics set against it", items=str)
+
+
+@dataclass
+class PlotsOptions:
+    """``plots`` of ``conf/analyze.yaml`` (checked by :func:`validate`)."""
+
+    formats: Any = option("figure file types", choices=FIGURE_FORMATS, items=str)
+    dpi: int = option("raster resolution", min=1)
+    log_ratio: float = option("log-scale x when a metric spans more than this ratio", interval="[1, inf)")
+
+
+#: Schema -> {dotted name of a nested block of settings: its schema}; :func:`validate` and
+#: :func:`check_overrides` check these blocks' values like the top-level options.
+NESTED: dict = {
+    AnalyzeConfig: {"search": SearchOptions, "search.simulate": SimulateOptions, "learned": LearnedOptions,
+                      "plots": PlotsOptions},
+}
 
 #: Task name -> its schema; ``conf/<task>.yaml`` names ``<task>_schema`` first in its defaults list.
 SCHEMAS: dict = {"score": ScoreConfig, "train": TrainConfig, "analyze": AnalyzeConfig}
@@ -195,27 +269,68 @@ def _word(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
+def _interval(text: str) -> tuple[float, float, bool, bool]:
+    """``"(0, 1]"`` -> ``(0.0, 1.0, low included, high included)``."""
+    low, high = (float(x) for x in text[1:-1].split(","))
+    return low, high, text[0] == "[", text[-1] == "]"
+
+
+def _in_interval(value: float, text: str) -> bool:
+    low, high, low_in, high_in = _interval(text)
+    return (low < value or low_in and value == low) and (value < high or high_in and value == high)
+
+
+def _accepted_one(base: Any, meta: dict, key: str) -> str:
+    """One value of an option (one item of a list option), in words."""
+    if meta.get("choices"):
+        return ", ".join(_word(c) for c in meta["choices"])
+    if base is bool:
+        return "true or false"
+    if base is int:
+        return "an integer" + (f" >= {meta['min']}" if meta.get("min") is not None else "")
+    if base is float:
+        return "a number" + (f" in {meta['interval']}" if meta.get("interval") else "")
+    if base is str:
+        return "a path" if key.endswith(("_dir", "_path")) or key.startswith("benchmark") else "a string"
+    return "a value"
+
+
 def accepted(schema: type, key: str) -> str:
     """What option ``key`` of ``schema`` accepts, in words: ``an integer >= 0``, ``true or false``."""
     tp, meta = _fields(schema)[key]
     base, optional = _base_type(tp)
-    if meta.get("choices"):
-        text = ", ".join(_word(c) for c in meta["choices"])
-    elif base is bool:
-        text = "true or false"
-    elif base is int:
-        text = "an integer" + (f" >= {meta['min']}" if meta.get("min") is not None else "")
-    elif base is float:
-        text = "a number"
-    elif base is str:
-        text = "a path" if key.endswith(("_dir", "_path")) or key.startswith("benchmark") else "a string"
-    else:
-        text = "a value"
+    if meta.get("items") is not None:
+        one = _accepted_one(meta["items"], meta, key)
+        if meta.get("choices"):
+            text = f"a list of values among {one}"
+        else:  # "an integer >= 2" -> "a list of integers >= 2"
+            noun, _, rest = one.split(" ", 1)[1].partition(" ")
+            text = f"a list of {noun}s" + (f" {rest}" if rest else "")
+        return f"null or {text}" if optional else text
+    text = _accepted_one(base, meta, key)
     return f"null or {text}" if optional else text
 
 
-def check_value(schema: type, key: str, value: Any) -> None:
+def _value_ok(base: Any, meta: dict, value: Any) -> bool:
+    """``value`` (not None) is of type ``base`` and within ``meta``'s range or choices."""
+    if meta.get("choices") is not None:
+        return any(value == c and type(value) is type(c) for c in meta["choices"])
+    if base is bool:
+        return isinstance(value, bool)  # strict: OmegaConf would read 'no', 'off', 0 as false
+    if base is int:
+        return type(value) is int and (meta.get("min") is None or value >= meta["min"])
+    if base is float:
+        return type(value) in (int, float) and (not meta.get("interval") or _in_interval(value, meta["interval"]))
+    if base is str:
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    return True
+
+
+def check_value(schema: type, key: str, value: Any, name: Optional[str] = None) -> None:
     """Check one value of option ``key`` against its type and range; interpolations pass (see :func:`validate`).
+
+    Args:
+        name: the option's name in the message (default ``key``), e.g. ``search.budget`` for a nested block.
 
     Raises:
         ConfigError: ``<key> must be <accepted>, got <value>``.
@@ -224,21 +339,25 @@ def check_value(schema: type, key: str, value: Any) -> None:
     if meta.get("group") or (isinstance(value, str) and "${" in value):
         return
     base, optional = _base_type(tp)
-    ok = True
     if value is None:
-        ok = optional or base is Any and meta.get("choices") is None
-    elif meta.get("choices") is not None:
-        ok = any(value == c and type(value) is type(c) for c in meta["choices"])
-    elif base is bool:
-        ok = isinstance(value, bool)  # strict: OmegaConf would read 'no', 'off', 0 as false
-    elif base is int:
-        ok = type(value) is int and (meta.get("min") is None or value >= meta["min"])
-    elif base is float:
-        ok = type(value) in (int, float)
-    elif base is str:
-        ok = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+        ok = optional or base is Any and meta.get("choices") is None and meta.get("items") is None
+    elif meta.get("items") is not None:
+        ok = isinstance(value, (list, tuple)) and all(
+            (isinstance(v, str) and "${" in v) or (v is not None and _value_ok(meta["items"], meta, v)) for v in value)
+    else:
+        ok = _value_ok(base, meta, value)
     if not ok:
-        raise ConfigError(f"{key} must be {accepted(schema, key)}, got {_word(value)}")
+        shown = "[" + ",".join(_word(v) for v in value) + "]" if isinstance(value, (list, tuple)) else _word(value)
+        raise ConfigError(f"{name or key} must be {accepted(schema, key)}, got {shown}")
+
+
+def _nested_option(schema: type, key: str) -> Optional[tuple[type, str]]:
+    """``(block schema, option)`` of a dotted ``key`` naming an option of a nested block (:data:`NESTED`)."""
+    prefix, _, leaf = key.rpartition(".")
+    block = NESTED.get(schema, {}).get(prefix)
+    if block is not None and leaf in _fields(block):
+        return block, leaf
+    return None
 
 
 def check_overrides(schema: type, args: Iterable[str]) -> None:
@@ -267,7 +386,8 @@ def check_overrides(schema: type, args: Iterable[str]) -> None:
         key = override.key_or_group
         if override.is_delete() or override.is_add() or override.is_force_add() or override.package is not None:
             continue
-        if key not in fields:
+        target = (schema, key) if key in fields else _nested_option(schema, key)
+        if key not in fields and target is None:
             if not any(c in key for c in "./@"):  # a misspelled option, not a nested key or a Hydra group
                 close = difflib.get_close_matches(key, fields, n=1)
                 hint = f"did you mean {close[0]}? " if close else ""
@@ -281,19 +401,11 @@ def check_overrides(schema: type, args: Iterable[str]) -> None:
         else:
             values = [override.value()]
         for value in values:
-            check_value(schema, key, value)
+            check_value(target[0], target[1], value, name=key)
 
 
-def validate(cfg: DictConfig, schema: type) -> None:
-    """Check the resolved options of ``cfg`` against ``schema`` at the start of a task, before any work.
-
-    Reads every option (resolving its interpolation), checks its range and
-    choices, and, for a training, that its ``experiment`` is used with the
-    space it was written for.
-
-    Raises:
-        ConfigError: one line naming the option and the values it accepts.
-    """
+def _check_block(cfg: Any, schema: type, prefix: str = "") -> None:
+    """Check every option of ``schema`` present in ``cfg`` (a DictConfig or a plain mapping)."""
     for key, (tp, meta) in _fields(schema).items():
         if meta.get("group") or key not in cfg:
             continue
@@ -301,10 +413,33 @@ def validate(cfg: DictConfig, schema: type) -> None:
             value = cfg[key]
         except OmegaConfBaseException as exc:  # an interpolation that fails or gives a wrong type
             reason = str(exc).splitlines()[0]
-            raise ConfigError(f"{key} must be {accepted(schema, key)}: {reason}") from None
+            raise ConfigError(f"{prefix}{key} must be {accepted(schema, key)}: {reason}") from None
         if OmegaConf.is_config(value):
             value = OmegaConf.to_container(value, resolve=True)
-        check_value(schema, key, value)
+        check_value(schema, key, value, name=prefix + key)
+
+
+def validate(cfg: Any, schema: type) -> None:
+    """Check the resolved options of ``cfg`` against ``schema`` at the start of a task, before any work.
+
+    Reads every option (resolving its interpolation), checks its range and
+    choices, those of the nested blocks of :data:`NESTED` too (``search.budget``,
+    ``plots.formats``), and, for a training, that its ``experiment`` is used with the
+    space it was written for.
+
+    Args:
+        cfg: the task's config (a DictConfig, or a plain mapping for the tasks' Python use).
+
+    Raises:
+        ConfigError: one line naming the option and the values it accepts.
+    """
+    _check_block(cfg, schema)
+    for prefix, block in NESTED.get(schema, {}).items():
+        node: Any = cfg
+        for part in prefix.split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+        if node is not None and hasattr(node, "keys"):
+            _check_block(node, block, prefix + ".")
     if "experiment" in _fields(schema):
         check_experiment(cfg)
 
@@ -363,5 +498,5 @@ def options_help(task: str) -> str:
     return "\n".join(rows + [""] + groups)
 
 
-__all__ = ["AnalyzeConfig", "ConfigError", "ScoreConfig", "SCHEMAS", "TrainConfig", "accepted", "check_overrides",
+__all__ = ["AnalyzeConfig", "ConfigError", "FIGURE_FORMATS", "NESTED", "SEARCH_STRATEGIES", "ScoreConfig", "SCHEMAS", "TrainConfig", "accepted", "check_overrides",
            "check_value", "experiments", "options_help", "validate"]

@@ -14,7 +14,9 @@ architecture found in two results folders):
 - scores: the first finite value of each metric wins, score records before
   train records, then in path order; two different finite values of the same
   metric are counted as a *conflict* (usually two sweeps with different
-  scoring options: select one with ``where``);
+  scoring options): they are counted in one warning line (with the first
+  and the ``+where.<setting>=<value>`` filter that keeps one sweep) and counted
+  in ``summary.md``;
 - truth: from **one source per architecture**. A score record's truth is the
   benchmark's (copied when scoring), a train record's the result of
   ``train.py`` (often a short protocol such as ``experiment=quick``), so the
@@ -112,6 +114,8 @@ class RecordSet:
         skipped: ``(path, why)`` for each file that is not a record.
         filtered_out: records left out by the ``where`` filter.
         conflicts: one line per metric whose merged records disagree.
+        conflict_hint: with conflicts, the ``+where.<key>=<value>`` filter that keeps one
+            sweep (:func:`conflict_filter`), for the report.
         truth_conflicts: one line per record whose ground truth differs from the
             truth kept for its architecture and is not used (a train record
             beside the benchmark's truth, or a later record of the same source).
@@ -126,6 +130,7 @@ class RecordSet:
     conflicts: list[str] = field(default_factory=list)
     dirs: list[str] = field(default_factory=list)
     truth_conflicts: list[str] = field(default_factory=list)
+    conflict_hint: str = ""
 
     def spaces(self) -> list[str]:
         """Search spaces present, in order of first appearance."""
@@ -288,16 +293,19 @@ def load_records(
             f"none of the {len(paths)} arch_*.json files below {', '.join(map(str, dirs))} is a tfnas record"
         )
 
-    conflicts: list[str] = []
+    conflicts: list[Conflict] = []
     truth_conflicts: list[tuple[str, int, str, str]] = []
     entries = [_merge(key, recs, conflicts, truth_conflicts) for key, recs in groups.items()]
+    if conflicts:
+        log.warning(conflict_warning(conflicts))
     if truth_conflicts:
         log.warning(truth_conflict_warning(truth_conflicts))
     entries.sort(key=lambda e: (e.space, e.seed, e.batch_index, e.arch))
     if skipped:
         log.warning("skipped %d file(s) that are not tfnas records", len(skipped))
-    return RecordSet(entries, len(paths), n_records, skipped, filtered, conflicts, [str(d) for d in dirs],
-                     [line for *_, line in truth_conflicts])
+    return RecordSet(entries, len(paths), n_records, skipped, filtered, [c.line for c in conflicts],
+                     [str(d) for d in dirs], [line for *_, line in truth_conflicts],
+                     conflict_filter(conflicts) if conflicts else "")
 
 
 def population(rec: dict[str, Any]) -> str:
@@ -324,6 +332,65 @@ def _check_one_population(groups: dict[tuple, list[tuple[dict[str, Any], str]]])
                 "+where.space_cfg.benchmark=<file name> or +where.space_cfg.benchmark=null (generated), "
                 "or keep each population in its own results_dir"
             )
+
+
+@dataclass
+class Conflict:
+    """Two merged records with different finite values of one metric.
+
+    Attributes:
+        line: which architecture and metric, the value kept and the one ignored (from which file).
+        settings: ``(dotted settings key, value kept, value ignored)`` for each setting in which
+            the two records differ (:func:`differing_settings`); empty when none does.
+    """
+
+    line: str
+    settings: list[tuple[str, Any, Any]] = field(default_factory=list)
+
+
+def differing_settings(kept: dict[str, Any], other: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, kept value, other value)`` for each setting of two records that differs.
+
+    The records' ``source`` (score or train) comes first, then their settings in the kept record's order.
+    """
+    a = dict(_flatten(kept.get("settings") or {}))
+    b = dict(_flatten(other.get("settings") or {}))
+    for rec, flat in ((kept, a), (other, b)):  # a score record beside a train record: the source first
+        if "source" not in flat:
+            flat["source"] = rec.get("source", "score")
+    keys = ["source"] + [k for k in list(a) + [k for k in b if k not in a] if k != "source"]
+    return [(k, a.get(k), b.get(k)) for k in dict.fromkeys(keys) if a.get(k, _MISSING) != b.get(k, _MISSING)]
+
+
+def _cli_value(value: Any) -> str:
+    """A value as a Hydra override writes it: ``true``, ``null``, ``3``, ``abc``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
+def conflict_filter(conflicts: Sequence[Conflict]) -> str:
+    """The ``+where.<key>=<value>`` filter that keeps the first conflict's kept values, or the generic form.
+
+    The key is the setting in which the records of the first conflict differ
+    (e.g. ``+where.paper_compat=false`` when default and ``paper_compat=true``
+    sweeps of the same architectures are read together).
+    """
+    first = conflicts[0].settings if conflicts else []
+    if not first:
+        return "+where.<setting>=<value>"
+    key, kept, _ = first[0]
+    return f"+where.{key}={_cli_value(kept)}"
+
+
+def conflict_warning(conflicts: Sequence[Conflict]) -> str:
+    """One line: how many metric values of merged records disagree, the first, and the filter that avoids it."""
+    first = conflicts[0]
+    differ = ", ".join(f"{k} {_cli_value(a)} vs {_cli_value(b)}" for k, a, b in first.settings[:3])
+    why = f"; the two records differ in their settings: {differ}" if differ else ""
+    return (f"{len(conflicts)} conflicting value(s) for the same metric in merged records (scored with different "
+            f"settings?): the first value is kept; first: {first.line}{why}; analyse one sweep at a time with "
+            f"{conflict_filter(conflicts)}")
 
 
 def truth_conflict_warning(truth_conflicts: Sequence[tuple[str, int, str, str]]) -> str:
@@ -357,7 +424,7 @@ def _same_truth(a: Any, b: Any) -> bool:
 def _merge(
     key: tuple[str, int, int, int],
     recs: list[tuple[dict[str, Any], str]],
-    conflicts: list[str],
+    conflicts: list["Conflict"],
     truth_conflicts: list[tuple[str, int, str, str]],
 ) -> Entry:
     space, arch, seed, batch_index = key
@@ -367,6 +434,7 @@ def _merge(
     # Truth from one source: the benchmark's (score records) when there is any, else the trainings'.
     benchmark_truth = any(r.get("truth") and r.get("source") != "train" for r, _ in recs)
     kept_from: dict[str, tuple[str, str]] = {}  # truth key -> (source, path) of the value kept
+    score_from: dict[str, dict[str, Any]] = {}  # metric -> the record whose value is kept
     errors: list[str] = []
     any_ok = False
     for rec, path in recs:
@@ -398,15 +466,15 @@ def _merge(
             old = entry.scores.get(name)
             if old is None or (not math.isfinite(old) and math.isfinite(v)):
                 entry.scores[name] = v
+                score_from[name] = rec
                 if name in reasons:
                     entry.reasons[name] = str(reasons[name])
                 elif math.isfinite(v):
                     entry.reasons.pop(name, None)
             elif math.isfinite(old) and math.isfinite(v) and not math.isclose(old, v, rel_tol=1e-9, abs_tol=0.0):
-                conflicts.append(
+                conflicts.append(Conflict(
                     f"{space} arch {arch} (seed {seed}, batch {batch_index}) {name}: kept {old!r}, "
-                    f"ignored {v!r} from {path}"
-                )
+                    f"ignored {v!r} from {path}", differing_settings(score_from[name], rec)))
     entry.status = "ok" if any_ok else "error"
     entry.error = "; ".join(errors) if errors else None
     return entry

@@ -29,6 +29,7 @@ PDF), ``summary.md`` and ``tensorboard/``.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from tfnas.analysis.conventions import (
 from tfnas.analysis.exclude import exclusion_counts, exclusion_rows, truth_problem, usable_truth
 from tfnas.analysis.load import InputError, RecordSet, choose_setting, metric_names, settings_counts, truth_names, wide_table
 from tfnas.analysis.stats import MIN_CI_N, MIN_N, correlation_table, top_k_table
+from tfnas.schema import ConfigError
 from tfnas.search import report as search_report
 
 log = logging.getLogger(__name__)
@@ -142,26 +144,20 @@ class SpaceAnalysis:
         return report.sort_by_abs_tau(self.correlations, self.primary)["metric"].tolist()
 
 
-def analyze_space(records: RecordSet, space: str, config: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Every section for the records of one space, written into ``out``.
+def prepare_space(records: RecordSet, space: str, config: dict[str, Any], out: Path) -> SpaceAnalysis:
+    """What the sections of one space read, with every option that names a metric checked; writes nothing.
 
-    Args:
-        records: :func:`~tfnas.analysis.load.load_records` output.
-        space: the space to analyse.
-        config: the analysis config with every key of ``conf/analyze.yaml``.
-        out: the output folder (exists).
-
-    Returns:
-        ``out_dir``, ``n_archs``, ``setting``, ``targets``, ``top`` (metrics
-        by |τ| with the primary target), ``files`` (written paths),
-        ``proposal`` (the next batch, with ``search.strategy``; else None),
-        ``subspace`` (dict or None),
-        ``combination`` (the cross-validation verdict) and ``console`` (the
-        printed text).
+    :func:`tfnas.tasks.analyze.analyze` prepares every space before it writes
+    anything, so that a target or a metric name the records lack ends the run
+    with the analysis folder as it was.
 
     Raises:
         InputError: a requested target is not in the records' ground truth,
             or the space has none of its default targets.
+        ConfigError: ``combine``, ``learned.metrics``, ``learned.references``,
+            ``search.metric``, ``search.combination`` or ``search.features``
+            names a metric the records of the space do not have
+            (:func:`check_metric_options`).
     """
     entries = records.of_space(space)
     setting, note = choose_setting(entries, config["main"]["seed"], config["main"]["batch_index"])
@@ -179,12 +175,77 @@ def analyze_space(records: RecordSet, space: str, config: dict[str, Any], out: P
             targets = default_targets(space, truths)
         except ValueError as exc:
             raise InputError(str(exc)) from None
+    metrics = metric_names(main)
+    check_metric_options(config, metrics, space)
     table = wide_table(main)
     for t in targets:
         if t not in table.columns:
             table[t] = np.nan
-    a = SpaceAnalysis(space, config, Outputs(out, config), records, entries, main, setting, note, table,
-                      metric_names(main), targets)
+    return SpaceAnalysis(space, config, Outputs(out, config), records, entries, main, setting, note, table,
+                         metrics, targets)
+
+
+def _unknown_metric(option: str, name: str, metrics: list[str], space: str) -> ConfigError:
+    close = difflib.get_close_matches(name, metrics, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    listing = ", ".join(metrics[:40]) + (", ..." if len(metrics) > 40 else "")
+    return ConfigError(f"{option} names {name!r}, which the {space} records do not have{hint} "
+                       f"(their metrics: {listing or 'none'})")
+
+
+def check_metric_options(config: dict[str, Any], metrics: list[str], space: str) -> None:
+    """Every metric named by an option is a metric of the records, whether or not that part runs.
+
+    Checked: ``combine`` (null, or lists of at least two metrics), ``learned.metrics``,
+    ``learned.references``, ``search.metric``, ``search.combination`` and
+    ``search.features`` (the search's ``-name`` takes the lowest scores first).
+
+    Raises:
+        ConfigError: one line naming the option, the unknown name, the closest metric and the metrics there are.
+    """
+    combos = config.get("combine")
+    if combos:
+        for combo in combos:
+            if isinstance(combo, str) or not isinstance(combo, (list, tuple)) or len(combo) < 2:
+                raise ConfigError("combine must be null or a list of metric lists, each of two metrics or more "
+                                  f"(combine=[[a,b],[a,b,c]]), got the item {combo}")
+    named: list[tuple[str, str]] = [("combine", str(m)) for combo in combos or [] for m in combo]
+    lc, sc = config["learned"], config["search"]
+    named += [(f"learned.{k}", str(m)) for k in ("metrics", "references") for m in (lc.get(k) or [])]
+    searched = [("search.metric", sc.get("metric"))] if sc.get("metric") else []
+    searched += [(f"search.{k}", m) for k in ("combination", "features") for m in (sc.get(k) or [])]
+    named += [(option, str(m).strip()[1:] if str(m).strip().startswith("-") else str(m).strip())
+              for option, m in searched]
+    known = set(metrics)
+    for option, name in named:
+        if name not in known:
+            raise _unknown_metric(option, name, metrics, space)
+
+
+def analyze_space(records: RecordSet, space: str, config: dict[str, Any], out: Path,
+                  prepared: SpaceAnalysis | None = None) -> dict[str, Any]:
+    """Every section for the records of one space, written into ``out``.
+
+    Args:
+        records: :func:`~tfnas.analysis.load.load_records` output.
+        space: the space to analyse.
+        config: the analysis config with every key of ``conf/analyze.yaml``.
+        out: the output folder (exists).
+        prepared: :func:`prepare_space`'s result for these arguments (default: prepared here).
+
+    Returns:
+        ``out_dir``, ``n_archs``, ``setting``, ``targets``, ``top`` (metrics
+        by |τ| with the primary target), ``files`` (written paths),
+        ``proposal`` (the next batch, with ``search.strategy``; else None),
+        ``subspace`` (dict or None),
+        ``combination`` (the cross-validation verdict) and ``console`` (the
+        printed text).
+
+    Raises:
+        InputError, ConfigError: see :func:`prepare_space`.
+    """
+    a = prepared if prepared is not None else prepare_space(records, space, config, out)
+    main, setting, note, targets = a.main, a.setting, a.setting_note, a.targets
     n_usable = _records_section(a)
     _correlation_section(a)
     search_console = _search_section(a)
@@ -237,7 +298,8 @@ def _records_section(a: SpaceAnalysis) -> int:
     ]
     if records.conflicts:
         lines.append(f"conflicting values for the same metric in merged records: {len(records.conflicts)} "
-                     f"(first kept; first: {records.conflicts[0]}); select one sweep with where=...")
+                     f"(first kept; first: {records.conflicts[0]}); select one sweep with "
+                     f"{records.conflict_hint or '+where.<setting>=<value>'}")
     if records.truth_conflicts:
         lines.append(f"records whose ground truth differs from the truth kept and is not used: "
                      f"{len(records.truth_conflicts)} (first: {records.truth_conflicts[0]}); analyse the trained "

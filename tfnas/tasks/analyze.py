@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import tfnas.hydra_support  # noqa: F401  (registers the resolvers of conf/analyze.yaml, which _config resolves)
 from tfnas.analysis.load import InputError, check_results_dirs, load_records
-from tfnas.analysis.sections import analyze_space
+from tfnas.analysis.sections import analyze_space, prepare_space
 from tfnas.paths import analysis_dir
 from tfnas.schema import AnalyzeConfig, validate
 from tfnas.search import report as search_report
@@ -44,11 +44,14 @@ def _merge(base: dict, over: Mapping) -> dict:
 
 
 def _config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(cfg, DictConfig):
-        validate(cfg, AnalyzeConfig)
+    composed = isinstance(cfg, DictConfig)
+    if composed:
+        validate(cfg, AnalyzeConfig)  # before resolving: a failing interpolation is named with its option
         cfg = OmegaConf.to_container(cfg, resolve=True)
     cfg = {k: v for k, v in dict(cfg).items() if k != "hydra"}
     c = _merge(DEFAULTS, cfg)
+    if not composed:  # a plain mapping (Python use): the same ranges and choices
+        validate({k: v for k, v in c.items() if not (k == "out_dir" and v is None)}, AnalyzeConfig)
     if c["results_dir"] in (None, "", []):
         raise InputError("results_dir is not set: python analyze.py results_dir=DIR [out_dir=DIR]")
     if c["space_view"] not in ("auto", True, False):
@@ -91,18 +94,22 @@ def analyze(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         ConfigError: a wrong option value (:func:`tfnas.schema.validate`).
         InputError: no results folder given, no records, or a requested
-            target/metric that the records do not have.
+            target that the records do not have.
+        ConfigError: an option names a metric that the records do not have
+            (:func:`tfnas.analysis.sections.check_metric_options`), before anything is written.
         FileNotFoundError: a results folder does not exist.
     """
     c = _config(cfg)
     records = load_records(c["results_dir"], where=c["where"])
     out_root = Path(c["out_dir"])
-    out_root.mkdir(parents=True, exist_ok=True)
     spaces = records.spaces()
+    # Every space is prepared (targets and metric names checked) before anything is written.
+    prepared = {space: prepare_space(records, space, c, out_root if len(spaces) == 1 else out_root / space)
+                for space in spaces}
+    out_root.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {}
-    for space in spaces:
-        out = out_root if len(spaces) == 1 else out_root / space
-        out.mkdir(parents=True, exist_ok=True)
-        result[space] = analyze_space(records, space, c, out)
+    for space, a in prepared.items():
+        a.outputs.out.mkdir(parents=True, exist_ok=True)
+        result[space] = analyze_space(records, space, c, a.outputs.out, prepared=a)
     print("\n\n".join(r["console"] for r in result.values()), flush=True)
     return result
