@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from tfnas.hydra_support import default_threads  # noqa: F401  (registers the resolvers and the schemas)
-from tfnas.schema import ConfigError, ScoreConfig, TrainConfig, check_overrides, options_help, validate
+from tfnas.schema import (ConfigError, ScoreConfig, TrainConfig, check_machine, check_overrides, check_trainer, options_help,
+                          validate)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,6 +121,47 @@ def test_single_run_beyond_the_space_fails_and_a_multirun_warns(data_dir, tmp_pa
     assert multi.returncode == 0, multi.stderr
     warnings = [line for line in (multi.stdout + multi.stderr).splitlines() if "is beyond the space" in line]
     assert len(warnings) == 1 and "arch=10 is beyond the space" in warnings[0] and "WARNING" in warnings[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="a GPU is there")
+def test_a_run_this_machine_cannot_do_fails_before_any_work(data_dir, tmp_path):
+    """``trainer.accelerator=gpu`` without a GPU and a missing ``ckpt_path`` are one line and exit
+    status 1, not an error record of the architecture that a corrected rerun would then skip."""
+    gpu = _run("score.py", "trainer.accelerator=gpu", "arch=4", *_common(data_dir, tmp_path), cwd=tmp_path)
+    assert gpu.returncode == 1, gpu.stderr
+    assert gpu.stderr.splitlines() == [
+        f"score.py: trainer.accelerator=gpu: torch sees no GPU on this machine (torch {torch.__version__}); "
+        "use trainer.accelerator=auto (any GPU, else the CPU) or one of: cpu"]
+    ckpt = _run("train.py", "experiment=quick", "arch=2", "ckpt_path=/nonexistent.ckpt", *_common(data_dir, tmp_path),
+                cwd=tmp_path)
+    assert ckpt.returncode == 1, ckpt.stderr
+    assert ckpt.stderr.splitlines() == ["train.py: ckpt_path=/nonexistent.ckpt: no such checkpoint file"]
+    assert not (tmp_path / "results").exists()
+
+
+def test_trainer_settings_are_checked_against_this_machine(tmp_path):
+    check_trainer({"accelerator": "auto", "devices": 1})
+    check_trainer({"accelerator": "cpu", "devices": 2})
+    with pytest.raises(ConfigError, match=r"^trainer.accelerator must be auto, gpu or one of cpu, cuda, mps, tpu, got CPU$"):
+        check_trainer({"accelerator": "CPU"})
+    with pytest.raises(ConfigError, match=r"^glue.trainer.devices=0: not usable with the cpu accelerator"):
+        check_trainer({"accelerator": "cpu", "devices": 0}, "glue.trainer")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"^trainer.accelerator=cuda: not available on this machine"):
+            check_trainer({"accelerator": "cuda"})
+    else:  # one device more than the machine has
+        n = torch.cuda.device_count()
+        with pytest.raises(ConfigError, match=rf"^trainer.devices=\[{n}\]: not usable with the cuda accelerator; "
+                                              rf"this machine has {n} CUDA device\(s\)"):
+            check_trainer({"accelerator": "gpu", "devices": [n]})
+    # every Trainer of a composed training config, and its ckpt_path
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        paths = [f"paths.data_dir={tmp_path}", f"paths.results_dir={tmp_path}"]
+        check_machine(compose("train", overrides=[*paths, f"ckpt_path={__file__}"]))
+        with pytest.raises(ConfigError, match=r"^electra.trainer.devices=0: "):
+            check_machine(compose("train", overrides=[*paths, "electra.trainer.devices=0"]))
+        with pytest.raises(ConfigError, match=r"^ckpt_path=nothing/here.ckpt: no such checkpoint file$"):
+            check_machine(compose("train", overrides=[*paths, "ckpt_path=nothing/here.ckpt"]))
 
 
 @pytest.mark.parametrize("task, options", [

@@ -80,6 +80,22 @@ def test_shard_runs_its_block_clipped_saves_and_resumes(tmp_path):
     assert loop.run_job(over).counts()["ok"] == 3 and over.ran == [0, 1, 2, 3]
 
 
+def test_a_skipped_error_record_is_a_warning_that_says_how_to_run_it_again(tmp_path, caplog):
+    loop.run_job(CountingJob(_cfg(tmp_path, shard=0)))  # architecture 2 fails
+    caplog.clear()
+    with caplog.at_level("INFO", logger="tfnas"):
+        assert loop.run_job(CountingJob(_cfg(tmp_path, shard=0))).skipped == 4
+    skips = {int(re.search(r"arch (\d+): record", r.message).group(1)): r for r in caplog.records
+             if "skipped" in r.message and "arch " in r.message}
+    assert sorted(skips) == [0, 1, 2, 3]
+    for index in (0, 1, 3):
+        assert skips[index].levelno == logging.INFO and skips[index].message.endswith("exists, skipped")
+    error = skips[2]
+    assert error.levelno == logging.WARNING
+    assert error.message.endswith("exists as an error record (ValueError: boom), skipped: overwrite=true runs it "
+                                  "again (a sweep's: python -m tfnas.sweep missing --retry-errors lists them)")
+
+
 def test_out_of_range_job_prepares_nothing_and_warns_once(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(loop, "_warned_out_of_range", False)
     with caplog.at_level("WARNING", logger="tfnas"):

@@ -25,8 +25,11 @@ the values it accepts (:class:`ConfigError`, printed without a traceback by
 3. the start of the task, before any work (:func:`validate`): the ranges of
    the resolved values (``arch >= 0``, ``threads >= 1``, ``shard >= 0``), which
    dataclass types cannot express and which an interpolation or an
-   environment variable may still break (``TFNAS_THREADS=-1``), and that an
-   ``experiment`` is used with the space it was written for.
+   environment variable may still break (``TFNAS_THREADS=-1``), that an
+   ``experiment`` is used with the space it was written for, and what this
+   machine must have (:func:`check_machine`: ``trainer.accelerator=gpu`` needs
+   a GPU, ``ckpt_path`` a file), which would otherwise fail every
+   architecture of the run and leave an error record of each.
 
 Whether ``arch`` lies inside the space is known only once the space is
 loaded: :func:`tfnas.tasks.loop.run_job` makes it an error for a single run
@@ -424,8 +427,10 @@ def validate(cfg: Any, schema: type) -> None:
 
     Reads every option (resolving its interpolation), checks its range and
     choices, those of the nested blocks of :data:`NESTED` too (``search.budget``,
-    ``plots.formats``), and, for a training, that its ``experiment`` is used with the
-    space it was written for.
+    ``plots.formats``), for a training that its ``experiment`` is used with the
+    space it was written for, and that this machine can run the settings
+    (:func:`check_machine`: the Trainers' ``accelerator`` and ``devices``, a
+    ``ckpt_path`` file).
 
     Args:
         cfg: the task's config (a DictConfig, or a plain mapping for the tasks' Python use).
@@ -442,6 +447,7 @@ def validate(cfg: Any, schema: type) -> None:
             _check_block(node, block, prefix + ".")
     if "experiment" in _fields(schema):
         check_experiment(cfg)
+    check_machine(cfg)
 
 
 def check_experiment(cfg: DictConfig) -> None:
@@ -463,6 +469,92 @@ def check_experiment(cfg: DictConfig) -> None:
     instead = f"with space={space} use experiment={' or '.join(fits)}" if fits else f"no experiment is written for space={space}"
     listing = ", ".join(f"{name} for {s}" for name, s in others.items())
     raise ConfigError(f"experiment={exp.name} is written for space={exp.space}; {instead} (experiments: {listing})")
+
+
+#: Where a task's Lightning Trainer settings are: ``trainer`` (score.py, NAS-Bench-NLP training) and each
+#: training stage's own (``electra``, ``glue``: NAS-Bench-BERT; ``causal_lm``: LTS GPT-2).
+TRAINER_KEYS = ("trainer", "electra.trainer", "glue.trainer", "causal_lm.trainer")
+
+
+def check_machine(cfg: DictConfig) -> None:
+    """The run-level settings this machine must honour, checked before any work: a wrong one is
+    the run's fault, not an architecture's, and must not become an error record of each.
+
+    Every Trainer config of :data:`TRAINER_KEYS` present in ``cfg`` (:func:`check_trainer`), and
+    ``ckpt_path`` (a training's), which must name an existing file.
+
+    Raises:
+        ConfigError: e.g. ``trainer.accelerator=gpu: torch sees no GPU on this machine ...``
+            or ``ckpt_path=/x.ckpt: no such checkpoint file``.
+    """
+    for key in TRAINER_KEYS:
+        try:
+            trainer = OmegaConf.select(cfg, key)
+            if trainer is None:
+                continue
+            trainer = OmegaConf.to_container(trainer, resolve=True) if OmegaConf.is_config(trainer) else trainer
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
+        if isinstance(trainer, dict):
+            check_trainer(trainer, key)
+    ckpt = cfg.get("ckpt_path")
+    if ckpt:
+        from pathlib import Path
+
+        if not Path(str(ckpt)).expanduser().is_file():
+            raise ConfigError(f"ckpt_path={ckpt}: no such checkpoint file")
+
+
+def check_trainer(trainer: dict, key: str = "trainer") -> None:
+    """A Lightning Trainer config asks for an accelerator torch has here, and devices it has.
+
+    ``accelerator``: ``auto`` always passes (Lightning picks what there is);
+    ``gpu`` needs CUDA or MPS, ``cuda``, ``mps``, ``tpu`` their own; a name
+    Lightning does not know fails too. ``devices`` (unless ``auto``) is
+    parsed as Lightning parses it for the CPU, CUDA or MPS accelerator it
+    will get: ``devices=2`` or ``devices=[1]`` on a machine with one GPU fails.
+    Lightning itself would raise these only inside the first architecture's ``Trainer``.
+
+    Args:
+        trainer: the Trainer's keyword arguments (resolved).
+        key: where they are in the config (``trainer``, ``glue.trainer``), for the message.
+
+    Raises:
+        ConfigError: one line naming the setting, what this machine has and what to use instead.
+    """
+    accelerator = trainer.get("accelerator", "auto")
+    if not isinstance(accelerator, str):  # an Accelerator instance: Lightning judges it
+        return
+    import torch
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    known = sorted(AcceleratorRegistry.available_accelerators())
+    usable = [n for n in known if AcceleratorRegistry[n]["accelerator"].is_available()]
+    name = accelerator
+    if name == "auto":
+        name = next((n for n in ("cuda", "mps") if n in usable), "cpu")  # what Lightning picks, TPUs aside
+    elif name == "gpu":
+        name = next((n for n in ("mps", "cuda") if n in usable), "")
+        if not name:
+            raise ConfigError(f"{key}.accelerator={accelerator}: torch sees no GPU on this machine "
+                              f"(torch {torch.__version__}); use {key}.accelerator=auto (any GPU, else the CPU) "
+                              f"or one of: {', '.join(usable)}")
+    elif name not in known:
+        raise ConfigError(f"{key}.accelerator must be auto, gpu or one of {', '.join(known)}, got {accelerator}")
+    elif name not in usable:
+        raise ConfigError(f"{key}.accelerator={accelerator}: not available on this machine (torch {torch.__version__}); "
+                          f"use {key}.accelerator=auto or one of: {', '.join(usable)}")
+    devices = trainer.get("devices", "auto")
+    if devices == "auto" or name not in ("cpu", "cuda", "mps"):
+        return
+    try:
+        if devices in ([], 0, "0"):
+            raise ValueError("no device selected")
+        AcceleratorRegistry[name]["accelerator"].parse_devices(devices)
+    except Exception as exc:  # Lightning's MisconfigurationException, TypeError, ValueError
+        has = f"; this machine has {torch.cuda.device_count()} CUDA device(s)" if name == "cuda" else ""
+        raise ConfigError(f"{key}.devices={_word(devices)}: not usable with the {name} accelerator{has} "
+                          f"({' '.join(str(exc).split())})") from None
 
 
 def _space_name(cfg: DictConfig) -> Optional[str]:
@@ -498,5 +590,6 @@ def options_help(task: str) -> str:
     return "\n".join(rows + [""] + groups)
 
 
-__all__ = ["AnalyzeConfig", "ConfigError", "FIGURE_FORMATS", "NESTED", "SEARCH_STRATEGIES", "ScoreConfig", "SCHEMAS", "TrainConfig", "accepted", "check_overrides",
-           "check_value", "experiments", "options_help", "validate"]
+__all__ = ["AnalyzeConfig", "ConfigError", "FIGURE_FORMATS", "NESTED", "SEARCH_STRATEGIES", "ScoreConfig", "SCHEMAS",
+           "TrainConfig", "accepted", "check_machine", "check_overrides", "check_trainer", "check_value", "experiments",
+           "options_help", "validate"]

@@ -12,7 +12,8 @@ does the rest, the same way for every task and model family:
 2. :meth:`ArchitectureJob.prepare`: what the job's architectures share (data,
    loggers) and the settings that enter every record's config hash;
 3. for each architecture, in order: its config hash and record path; skipped
-   when a finished record is there (resume, unless ``overwrite=true``);
+   when a finished record is there (resume, unless ``overwrite=true``; a kept
+   error record is a warning that says how to run it again);
    skipped when another process holds its claim (:func:`tfnas.results.claim`:
    two sweeps into one folder share the work instead of doubling it); else,
    under the claim, :meth:`ArchitectureJob.run_one` (which never raises for
@@ -203,7 +204,7 @@ def run_job(job: ArchitectureJob) -> JobResult:
         chash = results.config_hash(dict(settings, arch=index))
         path = results.record_path(cfg.results_dir, space.name, index, chash)
         if not overwrite and _finished(job, cfg, space, index, chash, path, out, log):
-            log.info(f"{tracker.step(index, 'skipped')} arch {index}: record {path} exists, skipped")
+            _log_skip(log, f"{tracker.step(index, 'skipped')} arch {index}: record {path} exists", out.records[-1][1])
             continue
         with results.claim(path) as claim:
             if not claim.held:
@@ -213,8 +214,8 @@ def run_job(job: ArchitectureJob) -> JobResult:
                 continue
             # The claim's last holder may have finished the record just before this process took it.
             if not overwrite and _finished(job, cfg, space, index, chash, path, out, log, quiet=True):
-                log.info(f"{tracker.step(index, 'skipped')} arch {index}: record {path} was just written by "
-                         "another process, skipped")
+                _log_skip(log, f"{tracker.step(index, 'skipped')} arch {index}: record {path} was just written by "
+                          "another process", out.records[-1][1])
                 continue
             if job.report_path:
                 log.info(f"arch {index}: record -> {path}")
@@ -243,6 +244,20 @@ def _finished(job: ArchitectureJob, cfg: DictConfig, space: Any, index: int, cha
     if not quiet:
         log.info(f"arch {index}: record {path} is an error record ({old.get('error')}); running it again")
     return False
+
+
+#: How to run an architecture whose error record a rerun skips, as README.md says it (Scoring, Resuming at scale).
+RETRY_HINT = "overwrite=true runs it again (a sweep's: python -m tfnas.sweep missing --retry-errors lists them)"
+
+
+def _log_skip(log: logging.Logger, line: str, old: dict[str, Any]) -> None:
+    """Log ``line`` for a skipped architecture: ``..., skipped``, or, when the record it keeps is an
+    error record, a warning that says so, with its error and :data:`RETRY_HINT`."""
+    if old.get("status", "ok") == "ok":
+        log.info(f"{line}, skipped")
+    else:
+        error = " ".join(str(old.get("error")).split())
+        log.warning(f"{line} as an error record ({error}), skipped: {RETRY_HINT}")
 
 
 #: (sweep folder, space size, default selection) -> (start time, architectures) of the sweep, read once per process.
