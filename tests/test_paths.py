@@ -8,6 +8,7 @@ that reads data reads that absolute path.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,38 @@ def test_every_config_reads_the_data_folder_as_one_absolute_path(name, extra, ho
     assert uses, "the config reads no data path"
     wrong = {k: v for k, v in uses.items() if not v.startswith(str(tmp_path / "some" / "data"))}
     assert not wrong
+
+
+@pytest.mark.parametrize("space", ["nasbench_nlp", "nasbench_bert", "lts_gpt2_wt103"])
+def test_the_same_data_in_another_folder_gives_the_same_records(space, synthetic_data_dir, tmp_path):
+    """The settings hash of a record names the data's files, not the folder they are in (README: moving
+    the data folder keeps the records valid): a copy elsewhere finds the same records. A copy, not a
+    symlink, so that a path resolved to its target could not pass either."""
+    from hydra.utils import instantiate
+
+    from tfnas.data.causal_datamodule import CausalLMDataModule
+    from tfnas.tasks.score import sweep_settings
+    from tfnas.tasks.train_gpt import gpt_train_settings
+
+    moved = tmp_path / "elsewhere" / "data"
+    shutil.copytree(synthetic_data_dir, moved)
+    hashes, described = [], []
+    for folder in (synthetic_data_dir, moved):
+        with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+            base = [f"paths.data_dir={folder}", f"paths.results_dir={tmp_path / 'results'}", f"space={space}"]
+            cfg = compose("score", overrides=base)
+            train = (compose("train", overrides=[*base, "experiment=quick_gpt",
+                                                 f"causal_lm.data.train_path={folder}/ptb/ptb.train.txt"])
+                     if space.startswith("lts_gpt2") else None)
+        data = instantiate(cfg.data, _convert_="all")
+        space_obj = instantiate(cfg.space, _convert_="all")
+        hash_ = [results.config_hash(sweep_settings(cfg, space_obj, data))]
+        if train is not None:
+            hash_.append(results.config_hash(gpt_train_settings(train, space_obj, data)))
+            described.append(CausalLMDataModule(text=data).describe())
+        hashes.append(hash_)
+    assert hashes[0] == hashes[1]
+    assert not described or described[0] == described[1]
 
 
 def test_without_tfnas_data_dir_the_data_is_beside_the_repository(tmp_path, monkeypatch):

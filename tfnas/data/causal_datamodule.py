@@ -177,12 +177,12 @@ class CausalLMDataModule(pl.LightningDataModule):
         return [self.eval_dataloader(s) for s in EVAL_SPLITS]
 
     def describe(self) -> dict[str, Any]:
-        """The settings that determine the training data (for the config hash)."""
+        """The settings that determine the training data (for the config hash); files by name only."""
         d = {**self.text.describe(), "batch_size": self.batch_size, "tgt_len": self.tgt_len,
              "eval_batch_size": self.eval_batch_size, "eval_tgt_len": self.eval_tgt_len, "roll": self.roll}  # fmt: skip
         d.pop("seq_len", None)
         d.pop("split", None)
         if self.text.source == "file":
             d.pop("path", None)
-            d["paths"] = {k: str(v) for k, v in self.paths.items()}
+            d["paths"] = {k: v.name for k, v in self.paths.items()}
         return d

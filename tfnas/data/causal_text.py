@@ -194,7 +194,10 @@ class CausalTextScoringData:
         return _load_bert(str(self.bert_dir.resolve()))
 
     def describe(self) -> dict[str, Any]:
-        """The settings that determine the batches (for the config hash and the records)."""
+        """The settings that determine the batches (for the config hash and the records).
+
+        The text file enters by its name only, so moving the data folder keeps the records valid.
+        """
         d: dict[str, Any] = {
             "source": self.source,
             "tokenizer": self.tokenizer_name,
@@ -202,7 +205,7 @@ class CausalTextScoringData:
             "seq_len": self.seq_len,
         }
         if self.source == "file":
-            d["path"] = str(self.path)
+            d["path"] = self.path.name
         else:
             d["dataset"] = "/".join(WIKITEXT)
             d["split"] = self.split

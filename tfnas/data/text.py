@@ -128,7 +128,10 @@ class TextScoringData:
         return load_tokenizer(str(self.tokenizer_dir.resolve()))
 
     def describe(self) -> dict[str, Any]:
-        """The settings that determine the batch (for the run's config hash and records)."""
+        """The settings that determine the batch (for the run's config hash and records).
+
+        The text file enters by its name only, so moving the data folder keeps the records valid.
+        """
         d: dict[str, Any] = {
             "source": self.source,
             "tokenizer": self.tokenizer_dir.name,
@@ -136,7 +139,7 @@ class TextScoringData:
             "seq_len": self.seq_len,
         }
         if self.source == "file":
-            d["path"] = str(self.path)
+            d["path"] = self.path.name
         else:
             d["dataset"] = self.dataset
         return d

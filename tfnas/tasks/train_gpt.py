@@ -56,9 +56,11 @@ def make_datamodule(cfg: DictConfig, data: Any, tgt_len: int) -> CausalLMDataMod
 
 def gpt_train_settings(cfg: DictConfig, space: Any, data: Any) -> dict[str, Any]:
     """Everything that changes a GPT train record except the architecture: the scoring settings,
-    the ``causal_lm`` group without its checkpointing, and the result-changing trainer settings."""
+    the ``causal_lm`` group without its checkpointing, and the result-changing trainer settings.
+    The text files of ``causal_lm.data`` enter by name only, as the scoring text's."""
     lm = dict(to_container(cfg.causal_lm))
     lm.pop("checkpoint_every_n_steps", None)
+    lm["data"] = {k: Path(str(v)).name if k.endswith("_path") and v else v for k, v in (lm.get("data") or {}).items()}
     trainer = lm.pop("trainer", {})
     return {**sweep_settings(cfg, space, data), "task": "train", "causal_lm": lm,
             "trainer": {**trainer_settings(trainer, "gpt"), "val_check_interval": trainer.get("val_check_interval")}}  # fmt: skip
