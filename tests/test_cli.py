@@ -164,6 +164,29 @@ def test_trainer_settings_are_checked_against_this_machine(tmp_path):
             check_machine(compose("train", overrides=[*paths, "ckpt_path=nothing/here.ckpt"]))
 
 
+def test_one_metric_name_needs_no_brackets(data_dir, tmp_path):
+    """``metrics.names=num_params`` is the list ``[num_params]`` (it was read letter by letter: no metric 'n')."""
+    import json
+
+    from hydra.utils import instantiate
+
+    from tfnas.schema import metric_names
+    from tfnas.tasks.score import check_metrics
+
+    common = [a for a in _common(data_dir, tmp_path) if not a.startswith("metrics.names=")]
+    proc = _run("score.py", "arch=0", "metrics.names=num_params", *common, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (path,) = (tmp_path / "results" / "nasbench_nlp").glob("arch_000000_*.json")
+    record = json.loads(path.read_text())
+    assert record["status"] == "ok" and record["settings"]["metrics"] == ["num_params"] and "num_params" in record["scores"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        for space in ("nasbench_nlp", "nasbench_bert"):
+            cfg = compose("score", overrides=[f"paths.data_dir={data_dir}", f"space={space}",
+                                              "metrics.names=hidden_covariance"])
+            assert metric_names(cfg.metrics) == ["hidden_covariance"]
+            check_metrics(cfg, instantiate(cfg.space, _convert_="all"))
+
+
 @pytest.mark.parametrize("task, options", [
     ("score", ["arch", "paper_compat", "shard_size", "threads", "python -m tfnas.metrics nasbench_nlp",
                "space: lts_gpt2_lm1b, lts_gpt2_wt103, nasbench_bert, nasbench_nlp", "'arch=range(0,4000)'"]),

@@ -58,8 +58,15 @@ def metric_names(metrics: Any) -> list[str]:
     and ``proxies.yaml`` as ``extra`` (Hydra's defaults list) and joins them as
     ``names: ${tfnas_concat:...}``, so neither list is copied and
     ``metrics.names=[...]`` on the command line still selects exactly its names.
+    A single name without brackets (``metrics.names=hidden_covariance``) is a
+    one-name list, not a string read letter by letter; None selects none.
     """
-    return [str(n) for n in metrics.names]
+    names = metrics.names
+    if names is None:
+        return []
+    if isinstance(names, str):
+        return [names]
+    return [str(n) for n in names]
 
 
 def option(help: str, min: Optional[int] = None, choices: Optional[tuple] = None, interval: Optional[str] = None,
