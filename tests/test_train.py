@@ -22,6 +22,7 @@ from hydra import compose, initialize_config_dir
 import tfnas.hydra_support  # noqa: F401  (registers the tfnas_job resolver)
 from tfnas import results
 from tfnas.data.ptb import load_corpus
+from tfnas.schema import ConfigError
 from tfnas.data.ptb_datamodule import PTBDataModule, TBPTTWindowSampler, draw_seq_len, train_window_plan
 from tfnas.spaces.nasbench_nlp.space import NasBenchNLP
 from tfnas.systems.language_model import LanguageModelSystem, NAN_STATUS
@@ -270,11 +271,16 @@ def test_diverging_recipe_is_recorded_and_the_sweep_continues(tmp_path, data_dir
     assert math.isfinite(good["truth"]["test_loss"])
     assert good["truth"]["test_ppl"] == pytest.approx(math.exp(good["truth"]["test_loss"]))
     assert good["extra"]["hparam_sources"]["lr"] == "default"  # a recipe list has no log
-    # any other failure is an error record, not an exception
-    err = train_task.train(_compose(common + ["arch=1", "overwrite=true", f"ckpt_path={tmp_path / 'missing.ckpt'}"]))
+    # any other failure is an error record, not an exception: here a checkpoint file that is none
+    (tmp_path / "broken.ckpt").write_bytes(b"not a checkpoint")
+    err = train_task.train(_compose(common + ["arch=1", "overwrite=true", f"ckpt_path={tmp_path / 'broken.ckpt'}"]))
     assert err["error"] == 1
     rec = results.load(err["record"])
-    assert rec["status"] == "error" and "missing.ckpt" in rec["error"] and rec["truth"] == {}
+    assert rec["status"] == "error" and rec["error"] and rec["truth"] == {}
+    # a ckpt_path that names no file is the run's mistake: it stops before any work, no record
+    with pytest.raises(ConfigError, match="^ckpt_path=.*missing.ckpt: no such checkpoint file$"):
+        train_task.train(_compose(common + ["arch=1", "overwrite=true", f"ckpt_path={tmp_path / 'missing.ckpt'}"]))
+    assert results.load(err["record"])["error"] == rec["error"]
 
 
 def test_unknown_metric_spaces_are_not_implemented(monkeypatch, data_dir):
