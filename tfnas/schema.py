@@ -447,9 +447,7 @@ def validate(cfg: Any, schema: type) -> None:
     """
     _check_block(cfg, schema)
     for prefix, block in NESTED.get(schema, {}).items():
-        node: Any = cfg
-        for part in prefix.split("."):
-            node = node.get(part) if hasattr(node, "get") else None
+        node = _get_path(cfg, prefix)
         if node is not None and hasattr(node, "keys"):
             _check_block(node, block, prefix + ".")
     if "experiment" in _fields(schema):
@@ -483,7 +481,15 @@ def check_experiment(cfg: DictConfig) -> None:
 TRAINER_KEYS = ("trainer", "electra.trainer", "glue.trainer", "causal_lm.trainer")
 
 
-def check_machine(cfg: DictConfig) -> None:
+def _get_path(cfg: Any, dotted: str) -> Any:
+    """``cfg``'s value at the dotted key (a DictConfig or a plain mapping); None where a part is absent."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if hasattr(node, "get") else None
+    return node
+
+
+def check_machine(cfg: Any) -> None:
     """The run-level settings this machine must honour, checked before any work: a wrong one is
     the run's fault, not an architecture's, and must not become an error record of each.
 
@@ -496,7 +502,7 @@ def check_machine(cfg: DictConfig) -> None:
     """
     for key in TRAINER_KEYS:
         try:
-            trainer = OmegaConf.select(cfg, key)
+            trainer = _get_path(cfg, key)
             if trainer is None:
                 continue
             trainer = OmegaConf.to_container(trainer, resolve=True) if OmegaConf.is_config(trainer) else trainer
