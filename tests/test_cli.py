@@ -141,7 +141,10 @@ def test_a_run_this_machine_cannot_do_fails_before_any_work(data_dir, tmp_path):
 
 def test_trainer_settings_are_checked_against_this_machine(tmp_path):
     check_trainer({"accelerator": "auto", "devices": 1})
-    check_trainer({"accelerator": "cpu", "devices": 2})
+    check_trainer({"accelerator": "cpu", "devices": "auto"})
+    # several devices: Lightning would start a process per device, each rerunning the whole job (it hung)
+    with pytest.raises(ConfigError, match=r"^trainer.devices=4: a job runs on one device, not 4 \(cpu\); spread"):
+        check_trainer({"accelerator": "cpu", "devices": 4})
     with pytest.raises(ConfigError, match=r"^trainer.accelerator must be auto, gpu or one of cpu, cuda, mps, tpu, got CPU$"):
         check_trainer({"accelerator": "CPU"})
     with pytest.raises(ConfigError, match=r"^glue.trainer.devices=0: not usable with the cpu accelerator"):

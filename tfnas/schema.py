@@ -523,9 +523,11 @@ def check_trainer(trainer: dict, key: str = "trainer") -> None:
 
     ``accelerator``: ``auto`` always passes (Lightning picks what there is);
     ``gpu`` needs CUDA or MPS, ``cuda``, ``mps``, ``tpu`` their own; a name
-    Lightning does not know fails too. ``devices`` (unless ``auto``) is
-    parsed as Lightning parses it for the CPU, CUDA or MPS accelerator it
-    will get: ``devices=2`` or ``devices=[1]`` on a machine with one GPU fails.
+    Lightning does not know fails too. ``devices`` is parsed as Lightning
+    parses it for the CPU, CUDA or MPS accelerator it will get and must select
+    exactly one device (``auto``: every GPU, or the CPU): ``devices=[1]`` on a
+    machine with one GPU fails, and so does ``devices=4`` anywhere, where
+    Lightning would start four processes (DDP), each a copy of the whole job.
     Lightning itself would raise these only inside the first architecture's ``Trainer``.
 
     Args:
@@ -558,16 +560,23 @@ def check_trainer(trainer: dict, key: str = "trainer") -> None:
         raise ConfigError(f"{key}.accelerator={accelerator}: not available on this machine (torch {torch.__version__}); "
                           f"use {key}.accelerator=auto or one of: {', '.join(usable)}")
     devices = trainer.get("devices", "auto")
-    if devices == "auto" or name not in ("cpu", "cuda", "mps"):
+    if name not in ("cpu", "cuda", "mps"):
         return
-    try:
-        if devices in ([], 0, "0"):
-            raise ValueError("no device selected")
-        AcceleratorRegistry[name]["accelerator"].parse_devices(devices)
-    except Exception as exc:  # Lightning's MisconfigurationException, TypeError, ValueError
-        has = f"; this machine has {torch.cuda.device_count()} CUDA device(s)" if name == "cuda" else ""
-        raise ConfigError(f"{key}.devices={_word(devices)}: not usable with the {name} accelerator{has} "
-                          f"({' '.join(str(exc).split())})") from None
+    has = f"; this machine has {torch.cuda.device_count()} CUDA device(s)" if name == "cuda" else ""
+    if devices == "auto":
+        count = torch.cuda.device_count() if name == "cuda" else 1
+    else:
+        try:
+            if devices in ([], 0, "0"):
+                raise ValueError("no device selected")
+            parsed = AcceleratorRegistry[name]["accelerator"].parse_devices(devices)
+        except Exception as exc:  # Lightning's MisconfigurationException, TypeError, ValueError
+            raise ConfigError(f"{key}.devices={_word(devices)}: not usable with the {name} accelerator{has} "
+                              f"({' '.join(str(exc).split())})") from None
+        count = len(parsed) if isinstance(parsed, (list, tuple)) else int(parsed)
+    if count != 1:  # Lightning would start one process per device (DDP), each a copy of the whole job
+        raise ConfigError(f"{key}.devices={_word(devices)}: a job runs on one device, not {count} ({name}{has}); "
+                          f"spread the jobs of a sweep over the devices instead (README: trainer.devices=${{tfnas_gpu:}})")
 
 
 def _space_name(cfg: DictConfig) -> Optional[str]:
