@@ -234,3 +234,22 @@ def test_scoring_data_of_another_family_fails_before_any_work(synthetic_data_dir
             cfg = compose("score", overrides=[*paths, f"space={space}", f"data={data}"])
             check_data(cfg, instantiate(cfg.space, _convert_="all"))
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_metric_selection_and_where_mistakes_are_one_line(tmp_path):
+    from omegaconf import OmegaConf
+
+    from tfnas.schema import AnalyzeConfig, metric_names
+    from tfnas.spaces.nasbench_nlp.space import NasBenchNLP
+    from tfnas.tasks.score import check_metrics
+
+    # a repeated name counts once, so [a, a] and [a] are one record
+    assert metric_names(OmegaConf.create({"names": ["num_params", "snip", "num_params"]})) == ["num_params", "snip"]
+    space = NasBenchNLP.__new__(NasBenchNLP)  # check_metrics reads only the family and the name
+    space.name = "nasbench_nlp"
+    for empty in ([], None):  # was an "ok" record with no scores
+        with pytest.raises(ConfigError, match=r"^metrics.names is empty: name at least one metric"):
+            check_metrics(OmegaConf.create({"metrics": {"names": empty}}), space)
+    with pytest.raises(ConfigError, match=r"^where starts empty, so a key is added to it: \+where.paper_compat=true$"):
+        check_overrides(AnalyzeConfig, ["where.paper_compat=true"])
+    check_overrides(AnalyzeConfig, ["+where.paper_compat=true"])

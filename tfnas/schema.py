@@ -59,14 +59,15 @@ def metric_names(metrics: Any) -> list[str]:
     ``names: ${tfnas_concat:...}``, so neither list is copied and
     ``metrics.names=[...]`` on the command line still selects exactly its names.
     A single name without brackets (``metrics.names=hidden_covariance``) is a
-    one-name list, not a string read letter by letter; None selects none.
+    one-name list, not a string read letter by letter; None selects none; a
+    repeated name counts once.
     """
     names = metrics.names
     if names is None:
         return []
     if isinstance(names, str):
         return [names]
-    return [str(n) for n in names]
+    return list(dict.fromkeys(str(n) for n in names))  # a name given twice counts once (and hashes once)
 
 
 def option(help: str, min: Optional[int] = None, choices: Optional[tuple] = None, interval: Optional[str] = None,
@@ -247,6 +248,9 @@ NESTED: dict = {
                       "plots": PlotsOptions},
 }
 
+#: Schema -> its options that are mappings with no fixed keys (``where``): a key is added with ``+where.<key>=...``.
+OPEN_MAPPINGS: dict = {AnalyzeConfig: ("where",)}
+
 #: Task name -> its schema; ``conf/<task>.yaml`` names ``<task>_schema`` first in its defaults list.
 SCHEMAS: dict = {"score": ScoreConfig, "train": TrainConfig, "analyze": AnalyzeConfig}
 
@@ -396,6 +400,9 @@ def check_overrides(schema: type, args: Iterable[str]) -> None:
         key = override.key_or_group
         if override.is_delete() or override.is_add() or override.is_force_add() or override.package is not None:
             continue
+        head = key.split(".")[0]
+        if head in OPEN_MAPPINGS.get(schema, ()) and key != head:
+            raise ConfigError(f"{head} starts empty, so a key is added to it: +{arg}")
         target = (schema, key) if key in fields else _nested_option(schema, key)
         if key not in fields and target is None:
             if not any(c in key for c in "./@"):  # a misspelled option, not a nested key or a Hydra group

@@ -64,12 +64,15 @@ def scorer(cfg: DictConfig, space: Any, data: Any, log_step: int = 0) -> Trainin
 
 
 def check_metrics(cfg: DictConfig, space: Any) -> None:
-    """Every name of ``metrics.names`` is a metric of ``space``'s family: a wrong name is the run's
-    fault, not an architecture's, so it fails before any work.
+    """``metrics.names`` names at least one metric, each of ``space``'s family: a wrong name is the
+    run's fault, not an architecture's, so it fails before any work.
 
     Raises:
         ConfigError: one line with the valid names for the space, named as the user typed it (``space=nasbench_nlp``).
     """
+    if not metric_names(cfg.metrics):
+        raise ConfigError(f"metrics.names is empty: name at least one metric "
+                          f"(python -m tfnas.metrics {space.name} lists them)")
     try:
         registry.get(space.family, metric_names(cfg.metrics), space=space.name)
     except KeyError as exc:
