@@ -106,7 +106,7 @@ if dev == "cuda" and not torch.cuda.is_available():
     sys.exit(2)
 EOF
 rc=$?
-[ $rc -ne 0 ] && exit $rc
+if [ $rc -ne 0 ]; then rmdir "$OUT" 2>/dev/null; exit $rc; fi  # nothing ran: leave no empty folder
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
 # 1. the CUDA test subset

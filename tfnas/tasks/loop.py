@@ -256,7 +256,7 @@ def _log_skip(log: logging.Logger, line: str, old: dict[str, Any]) -> None:
     if old.get("status", "ok") == "ok":
         log.info(f"{line}, skipped")
     else:
-        error = " ".join(str(old.get("error")).split())
+        error = " ".join(str(old.get("error") or f"status {old.get('status')}").split())
         log.warning(f"{line} as an error record ({error}), skipped: {RETRY_HINT}")
 
 
