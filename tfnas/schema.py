@@ -276,8 +276,8 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _word(value: Any) -> str:
-    """A value as the command line writes it: ``true``, ``null``, ``abc``."""
+def override_value(value: Any) -> str:
+    """A value as a Hydra override on the command line writes it: ``true``, ``null``, ``3``, ``abc``."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return "null" if value is None else str(value)
@@ -297,7 +297,7 @@ def _in_interval(value: float, text: str) -> bool:
 def _accepted_one(base: Any, meta: dict, key: str) -> str:
     """One value of an option (one item of a list option), in words."""
     if meta.get("choices"):
-        return ", ".join(_word(c) for c in meta["choices"])
+        return ", ".join(override_value(c) for c in meta["choices"])
     if base is bool:
         return "true or false"
     if base is int:
@@ -361,7 +361,7 @@ def check_value(schema: type, key: str, value: Any, name: Optional[str] = None) 
     else:
         ok = _value_ok(base, meta, value)
     if not ok:
-        shown = "[" + ",".join(_word(v) for v in value) + "]" if isinstance(value, (list, tuple)) else _word(value)
+        shown = "[" + ",".join(override_value(v) for v in value) + "]" if isinstance(value, (list, tuple)) else override_value(value)
         raise ConfigError(f"{name or key} must be {accepted(schema, key)}, got {shown}")
 
 
@@ -578,11 +578,11 @@ def check_trainer(trainer: dict, key: str = "trainer") -> None:
                 raise ValueError("no device selected")
             parsed = AcceleratorRegistry[name]["accelerator"].parse_devices(devices)
         except Exception as exc:  # Lightning's MisconfigurationException, TypeError, ValueError
-            raise ConfigError(f"{key}.devices={_word(devices)}: not usable with the {name} accelerator{has} "
+            raise ConfigError(f"{key}.devices={override_value(devices)}: not usable with the {name} accelerator{has} "
                               f"({' '.join(str(exc).split())})") from None
         count = len(parsed) if isinstance(parsed, (list, tuple)) else int(parsed)
     if count != 1:  # Lightning would start one process per device (DDP), each a copy of the whole job
-        raise ConfigError(f"{key}.devices={_word(devices)}: a job runs on one device, not {count} ({name}{has}); "
+        raise ConfigError(f"{key}.devices={override_value(devices)}: a job runs on one device, not {count} ({name}{has}); "
                           f"spread the jobs of a sweep over the devices instead (README: trainer.devices=${{tfnas_gpu:}})")
 
 
@@ -621,4 +621,4 @@ def options_help(task: str) -> str:
 
 __all__ = ["AnalyzeConfig", "ConfigError", "FIGURE_FORMATS", "NESTED", "SEARCH_STRATEGIES", "ScoreConfig", "SCHEMAS",
            "TrainConfig", "accepted", "check_machine", "check_overrides", "check_trainer", "check_value", "experiments",
-           "options_help", "validate"]
+           "options_help", "override_value", "validate"]

@@ -50,6 +50,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from tfnas import results
+from tfnas.schema import override_value
 
 log = logging.getLogger(__name__)
 
@@ -362,13 +363,6 @@ def differing_settings(kept: dict[str, Any], other: dict[str, Any]) -> list[tupl
     return [(k, a.get(k), b.get(k)) for k in dict.fromkeys(keys) if a.get(k, _MISSING) != b.get(k, _MISSING)]
 
 
-def _cli_value(value: Any) -> str:
-    """A value as a Hydra override writes it: ``true``, ``null``, ``3``, ``abc``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "null" if value is None else str(value)
-
-
 def conflict_filter(conflicts: Sequence[Conflict]) -> str:
     """The ``+where.<key>=<value>`` filter that keeps the first conflict's kept values, or the generic form.
 
@@ -380,13 +374,13 @@ def conflict_filter(conflicts: Sequence[Conflict]) -> str:
     if not first:
         return "+where.<setting>=<value>"
     key, kept, _ = first[0]
-    return f"+where.{key}={_cli_value(kept)}"
+    return f"+where.{key}={override_value(kept)}"
 
 
 def conflict_warning(conflicts: Sequence[Conflict]) -> str:
     """One line: how many metric values of merged records disagree, the first, and the filter that avoids it."""
     first = conflicts[0]
-    differ = ", ".join(f"{k} {_cli_value(a)} vs {_cli_value(b)}" for k, a, b in first.settings[:3])
+    differ = ", ".join(f"{k} {override_value(a)} vs {override_value(b)}" for k, a, b in first.settings[:3])
     why = f"; the two records differ in their settings: {differ}" if differ else ""
     return (f"{len(conflicts)} conflicting value(s) for the same metric in merged records (scored with different "
             f"settings?): the first value is kept; first: {first.line}{why}; analyse one sweep at a time with "

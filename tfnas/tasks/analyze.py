@@ -54,8 +54,6 @@ def _config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
         validate({k: v for k, v in c.items() if not (k == "out_dir" and v is None)}, AnalyzeConfig)
     if c["results_dir"] in (None, "", []):
         raise InputError("results_dir is not set: python analyze.py results_dir=DIR [out_dir=DIR]")
-    if c["space_view"] not in ("auto", True, False):
-        raise InputError(f"space_view must be auto, true or false, got {c['space_view']!r}")
     if c["out_dir"] in (None, ""):
         c["out_dir"] = analysis_dir(c["results_dir"])
     return c

@@ -70,11 +70,12 @@ def check_metrics(cfg: DictConfig, space: Any) -> None:
     Raises:
         ConfigError: one line with the valid names for the space, named as the user typed it (``space=nasbench_nlp``).
     """
-    if not metric_names(cfg.metrics):
+    names = metric_names(cfg.metrics)
+    if not names:
         raise ConfigError(f"metrics.names is empty: name at least one metric "
                           f"(python -m tfnas.metrics {space.name} lists them)")
     try:
-        registry.get(space.family, metric_names(cfg.metrics), space=space.name)
+        registry.get(space.family, names, space=space.name)
     except KeyError as exc:
         raise ConfigError(exc.args[0]) from None
 
